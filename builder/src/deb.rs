@@ -1,0 +1,1 @@
+//! Reading Debian packages (ar + tar + xz/zstd) in Rust. (Being written.)

@@ -1,0 +1,1 @@
+//! dm-verity hash tree (format v1). (Being written.)
