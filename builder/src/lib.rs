@@ -3,7 +3,20 @@
 //! The build is a chain of plain functions from one typed artifact to the next (see
 //! [`build::build`]); each module here is one stage or one format.
 
+pub mod apt;
+// pub mod build; (re-enabled when ext4 lands)
+pub mod cmd;
 pub mod deb;
+pub mod debversion;
+pub mod elf;
 pub mod ext4;
+pub mod init;
+pub mod lock;
 pub mod manifest;
+pub mod output;
+pub mod packages;
+pub mod printer;
+pub mod profile;
+pub mod rootfs;
+pub mod units;
 pub mod verity;

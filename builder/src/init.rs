@@ -1,0 +1,63 @@
+//! Finding (or building) the static `berth-init` the image boots.
+//!
+//! berth-init must be a static executable (it runs before any library is reachable). The gnu
+//! target links glibc statically only with `-C target-feature=+crt-static`, which cargo cannot set
+//! for one package of a workspace without also breaking proc-macros; so it is built with
+//! `cargo rustc -- -C target-feature=+crt-static`, which applies the flag to the final binary only.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd::Cmd;
+use crate::elf;
+
+/// Where this berth's source tree is (when run from a checkout), to build berth-init from.
+const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+/// Returns the berth-init executable's bytes. Order: an explicit path (flag or profile), a static
+/// `berth-init` next to the running `berth`, else a build from the source tree into the cache.
+pub fn locate(explicit: Option<&Path>, cache_dir: &Path) -> Result<(PathBuf, Vec<u8>)> {
+    if let Some(p) = explicit {
+        let data = std::fs::read(p).with_context(|| format!("reading the init program {}", p.display()))?;
+        check_static(p, &data)?;
+        return Ok((p.to_path_buf(), data));
+    }
+    if let Some(p) = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("berth-init"))) {
+        if let Ok(data) = std::fs::read(&p) {
+            if check_static(&p, &data).is_ok() {
+                return Ok((p, data));
+            }
+        }
+    }
+    let ws = Path::new(WORKSPACE);
+    if !ws.join("rootfs/init/Cargo.toml").is_file() {
+        bail!(
+            "no berth-init found: pass --init PATH (a static berth-init), set `init.path` in the profile, or put a static berth-init next to the berth executable"
+        );
+    }
+    let target = cache_dir.join("init-build");
+    Cmd::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["rustc", "--quiet", "--release", "--locked", "-p", "berth-init", "--bin", "berth-init", "--target-dir"])
+        .arg(&target)
+        .args(["--", "-C", "target-feature=+crt-static"])
+        .cwd(ws)
+        .output()
+        .context("building berth-init from the source tree (cargo rustc -p berth-init)")?;
+    let p = target.join("release/berth-init");
+    let data = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+    check_static(&p, &data)?;
+    Ok((p, data))
+}
+
+fn check_static(p: &Path, data: &[u8]) -> Result<()> {
+    let deps = elf::deps(data).with_context(|| format!("init program {}", p.display()))?;
+    if deps.interp.is_some() || !deps.needed.is_empty() {
+        bail!(
+            "init program {} is dynamically linked (needs {:?}): PID 1 in the initramfs has no libraries; build it static",
+            p.display(),
+            deps.needed
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,727 @@
+//! Image profiles: TOML files that say what goes into an image.
+//!
+//! Three steps, as everywhere config enters berth: the file is parsed into `Raw*` structs that
+//! deny unknown keys and check each value's shape as it is read (so errors carry the
+//! file:line:column of the offending value); `extends` chains are merged; then
+//! [`RawProfile::validate`] turns the result into the typed [`Profile`] the stages use.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::manifest::ImagePath;
+use crate::units::Bytes;
+
+/// The profile format this berth reads. Bumped when a key changes meaning.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The Debian cloud kernel: small, virtio/xen/nvme/ena as modules, what AWS and QEMU both need.
+pub const DEFAULT_KERNEL_PACKAGE: &str = "linux-image-cloud-amd64";
+/// `console=ttyS0` so QEMU's serial console and the AWS serial console both see boot output.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=10";
+/// Debian 12: the release whose kernel, containerd and runc berth is tested with.
+pub const DEFAULT_SUITE: &str = "bookworm";
+/// Big enough for kernel modules + containerd + runc (~250 MiB) with room for updates to grow.
+pub const DEFAULT_ROOT_SIZE: Bytes = Bytes::mib(1024);
+/// Room for two slots' kernel + initrd (~2 x 40 MiB) and systemd-boot; FAT32 needs >= 32 MiB.
+pub const DEFAULT_ESP_SIZE: Bytes = Bytes::mib(256);
+/// The state partition is grown to fill the disk on first boot; this is only its initial size.
+pub const DEFAULT_STATE_SIZE: Bytes = Bytes::mib(256);
+/// Debian's component holding every package berth needs.
+pub const DEFAULT_COMPONENTS: &[&str] = &["main"];
+/// Longest `extends` chain; deeper is almost surely a cycle or a mistake.
+const MAX_EXTENDS_DEPTH: usize = 8;
+
+/// A validated profile: everything a build needs, with defaults filled in and paths resolved.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Profile {
+    /// The profile file given on the command line.
+    pub path: PathBuf,
+    /// Every file read, the given one first, then what it extends.
+    pub sources: Vec<PathBuf>,
+    pub image: Image,
+    pub debian: Debian,
+    pub kernel: Kernel,
+    pub runtime: Runtime,
+    pub init: Init,
+    pub overlays: Vec<Overlay>,
+    pub files: Vec<FileSpec>,
+    pub disk: DiskSizes,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Image {
+    pub name: String,
+    pub version: String,
+    pub source_date_epoch: i64,
+    pub hostname: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Debian {
+    pub suite: String,
+    pub components: Vec<String>,
+    /// Mirror URL; `None` means "whatever the host's apt uses".
+    pub mirror: Option<String>,
+    /// Security mirror URL; `None` means the host's, or none if the host has none.
+    pub security_mirror: Option<String>,
+    /// Keyring file; `None` means the host's (Signed-By of its sources, else Debian's keyring).
+    pub keyring: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Kernel {
+    pub package: String,
+    pub cmdline: String,
+    /// Module paths (relative to `/lib/modules/<version>/`, `*` wildcards) to keep; `None` keeps all.
+    pub modules: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Runtime {
+    /// Debian packages providing the runtime (their Depends are followed for shared libraries).
+    pub packages: Vec<String>,
+    /// Executables to copy into the image, with their shared-library closure.
+    pub binaries: Vec<ImagePath>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Init {
+    /// A built `berth-init`; `None` means: look next to the `berth` executable.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Overlay {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// One `[[files]]` entry: a file, symlink or directory to create, or (with only mode/owner) a
+/// change of attributes of a path that an overlay or package put there.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FileSpec {
+    pub path: ImagePath,
+    pub what: FileSource,
+    pub mode: Option<u16>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileSource {
+    /// Host file, resolved relative to the profile that named it.
+    Source(PathBuf),
+    Content(String),
+    Symlink(String),
+    Dir,
+    /// Only change mode/owner of an existing path.
+    Attrs,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DiskSizes {
+    pub root: Bytes,
+    pub esp: Bytes,
+    pub state: Bytes,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw, as written in the file.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawProfile {
+    schema: Option<u32>,
+    extends: Option<String>,
+    image: Option<RawImage>,
+    debian: Option<RawDebian>,
+    kernel: Option<RawKernel>,
+    runtime: Option<RawRuntime>,
+    init: Option<RawInit>,
+    overlays: Option<Vec<String>>,
+    files: Option<Vec<RawFile>>,
+    disk: Option<RawDisk>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawImage {
+    name: Option<Name>,
+    version: Option<Version>,
+    source_date_epoch: Option<Epoch>,
+    hostname: Option<Name>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDebian {
+    suite: Option<Name>,
+    components: Option<Vec<Name>>,
+    mirror: Option<Url>,
+    security_mirror: Option<Url>,
+    keyring: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawKernel {
+    package: Option<PackageName>,
+    cmdline: Option<String>,
+    modules: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRuntime {
+    packages: Option<Vec<PackageName>>,
+    binaries: Option<Vec<AbsPath>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawInit {
+    path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawFile {
+    path: AbsPath,
+    source: Option<String>,
+    content: Option<String>,
+    symlink: Option<String>,
+    #[serde(default)]
+    dir: bool,
+    mode: Option<Mode>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDisk {
+    root_size: Option<Bytes>,
+    esp_size: Option<Bytes>,
+    state_size: Option<Bytes>,
+}
+
+// Value types that check their shape while being deserialised, so the TOML error points at them.
+
+macro_rules! checked_string {
+    ($name:ident, $check:expr) => {
+        #[derive(Debug, Clone)]
+        struct $name(String);
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                let check: fn(&str) -> std::result::Result<(), String> = $check;
+                check(&s).map_err(serde::de::Error::custom)?;
+                Ok($name(s))
+            }
+        }
+    };
+}
+
+checked_string!(Name, |s| {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid name {s:?}: use 1-63 characters of a-z, A-Z, 0-9, '-', '_', '.', starting with a letter or digit"
+        ))
+    }
+});
+
+checked_string!(Version, |s| {
+    if !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.~_".contains(c)) {
+        Ok(())
+    } else {
+        Err(format!("invalid version {s:?}: use letters, digits and + - . ~ _ (e.g. \"1.2.0\")"))
+    }
+});
+
+checked_string!(PackageName, |s| {
+    // Debian policy 5.6.1: lower case letters, digits, + - . ; at least two characters.
+    let ok = s.len() >= 2
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid Debian package name {s:?}: lower-case letters, digits, '+', '-', '.'"))
+    }
+});
+
+checked_string!(Url, |s| {
+    if s.starts_with("http://") || s.starts_with("https://") || s.starts_with("file:/") {
+        Ok(())
+    } else {
+        Err(format!("invalid mirror {s:?}: expected an http://, https:// or file:/ URL"))
+    }
+});
+
+#[derive(Debug, Clone)]
+struct AbsPath(ImagePath);
+impl<'de> Deserialize<'de> for AbsPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if !s.starts_with('/') {
+            return Err(serde::de::Error::custom(format!(
+                "invalid image path {s:?}: must be absolute, like \"/usr/bin/containerd\""
+            )));
+        }
+        ImagePath::new(&s).map(AbsPath).map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mode(u16);
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("mode must be an octal string like \"0644\" or \"4755\"")
+        })?;
+        u16::from_str_radix(&s, 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .map(Mode)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid mode {s:?}: expected octal permission bits 0000-7777, like \"0644\""
+                ))
+            })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Epoch(i64);
+impl<'de> Deserialize<'de> for Epoch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        // ext4 with 256-byte inodes stores times up to 2446; 0..2^34 keeps every writer valid.
+        if (0..(1i64 << 34)).contains(&n) {
+            Ok(Epoch(n))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "invalid source-date-epoch {n}: expected seconds since 1970 (e.g. 1700000000)"
+            )))
+        }
+    }
+}
+
+/// One parsed file and where it is, so relative paths in it resolve against its directory.
+struct Layer {
+    path: PathBuf,
+    raw: RawProfile,
+}
+
+/// Reads, merges and validates the profile at `path` (following `extends`).
+pub fn load(path: &Path) -> Result<Profile> {
+    let mut layers = Vec::new();
+    let mut next = Some(path.to_path_buf());
+    while let Some(p) = next.take() {
+        if layers.len() >= MAX_EXTENDS_DEPTH {
+            bail!(
+                "{}: `extends` chain is longer than {MAX_EXTENDS_DEPTH} files (a cycle?)",
+                path.display()
+            );
+        }
+        if layers.iter().any(|l: &Layer| l.path == p) {
+            bail!("{}: `extends` cycle through {}", path.display(), p.display());
+        }
+        let raw = parse_file(&p)?;
+        if let Some(ext) = &raw.extends {
+            let dir = p.parent().unwrap_or(Path::new("."));
+            let target = dir.join(ext);
+            if !target.is_file() {
+                bail!(
+                    "{}: key `extends`: profile {} does not exist (paths are relative to the profile that names them)",
+                    p.display(),
+                    target.display()
+                );
+            }
+            next = Some(target);
+        }
+        layers.push(Layer { path: p, raw });
+    }
+    validate(path, layers)
+}
+
+fn parse_file(path: &Path) -> Result<RawProfile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading profile {}", path.display()))?;
+    let raw: RawProfile = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
+    match raw.schema {
+        Some(SCHEMA_VERSION) => {}
+        Some(v) => bail!(
+            "{}: key `schema`: this berth reads profile schema {SCHEMA_VERSION}, the file says {v}",
+            path.display()
+        ),
+        None => bail!(
+            "{}: key `schema` is missing: add `schema = {SCHEMA_VERSION}` at the top",
+            path.display()
+        ),
+    }
+    Ok(raw)
+}
+
+/// Formats a TOML error as `file:line:column: message` (the compiler convention editors jump to).
+pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let (line, col) = match e.span() {
+        Some(span) => line_col(text, span.start),
+        None => (1, 1),
+    };
+    anyhow::anyhow!("{}:{line}:{col}: {}", path.display(), e.message().trim_end())
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Merges the chain (first layer wins) and checks what only the whole can tell.
+fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
+    let sources: Vec<PathBuf> = layers.iter().map(|l| l.path.clone()).collect();
+    // Walk from the base to the top so later (more specific) layers override earlier ones.
+    let mut image = RawImage::default();
+    let mut debian = RawDebian::default();
+    let mut debian_keyring_dir = PathBuf::new();
+    let mut kernel = RawKernel::default();
+    let mut runtime = RawRuntime::default();
+    let mut init: Option<PathBuf> = None;
+    let mut overlays: Vec<Overlay> = Vec::new();
+    let mut files: Vec<FileSpec> = Vec::new();
+    let mut disk = RawDisk::default();
+
+    for layer in layers.into_iter().rev() {
+        let dir = layer.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let raw = layer.raw;
+        if let Some(i) = raw.image {
+            image.name = i.name.or(image.name);
+            image.version = i.version.or(image.version);
+            image.source_date_epoch = i.source_date_epoch.or(image.source_date_epoch);
+            image.hostname = i.hostname.or(image.hostname);
+        }
+        if let Some(d) = raw.debian {
+            debian.suite = d.suite.or(debian.suite);
+            debian.components = d.components.or(debian.components);
+            debian.mirror = d.mirror.or(debian.mirror);
+            debian.security_mirror = d.security_mirror.or(debian.security_mirror);
+            if d.keyring.is_some() {
+                debian.keyring = d.keyring;
+                debian_keyring_dir = dir.clone();
+            }
+        }
+        if let Some(k) = raw.kernel {
+            kernel.package = k.package.or(kernel.package);
+            kernel.cmdline = k.cmdline.or(kernel.cmdline);
+            kernel.modules = k.modules.or(kernel.modules);
+        }
+        if let Some(r) = raw.runtime {
+            runtime.packages = r.packages.or(runtime.packages);
+            runtime.binaries = r.binaries.or(runtime.binaries);
+        }
+        if let Some(i) = raw.init.and_then(|i| i.path) {
+            init = Some(dir.join(i));
+        }
+        // Overlays and files accumulate: a profile adds to its base, it cannot silently drop
+        // what the base put in (it can still override single paths, which apply later).
+        for name in raw.overlays.unwrap_or_default() {
+            let path = if name.contains('/') {
+                dir.join(&name)
+            } else {
+                dir.join("..").join("overlays").join(&name)
+            };
+            if !path.is_dir() {
+                bail!(
+                    "{}: key `overlays`: overlay {name:?} not found at {} (a bare name means overlays/<name>/ beside the profiles directory; a path is relative to the profile)",
+                    layer.path.display(),
+                    path.display()
+                );
+            }
+            if !overlays.iter().any(|o| o.path == path) {
+                overlays.push(Overlay { name, path });
+            }
+        }
+        for f in raw.files.unwrap_or_default() {
+            files.push(validate_file(&layer.path, &dir, f)?);
+        }
+        if let Some(d) = raw.disk {
+            disk.root_size = d.root_size.or(disk.root_size);
+            disk.esp_size = d.esp_size.or(disk.esp_size);
+            disk.state_size = d.state_size.or(disk.state_size);
+        }
+    }
+
+    let first = || top.display().to_string();
+    let name = image
+        .name
+        .map(|n| n.0)
+        .with_context(|| format!("{}: key `image.name` is required (e.g. name = \"berth-qemu\")", first()))?;
+    let version = image.version.map(|v| v.0).with_context(|| {
+        format!("{}: key `image.version` is required (e.g. version = \"0.1.0\")", first())
+    })?;
+    let source_date_epoch = image.source_date_epoch.map(|e| e.0).with_context(|| {
+        format!(
+            "{}: key `image.source-date-epoch` is required: every timestamp in the image is set to it (e.g. 1700000000)",
+            first()
+        )
+    })?;
+    let hostname = image.hostname.map(|h| h.0).unwrap_or_else(|| name.clone());
+
+    let sizes = DiskSizes {
+        root: disk.root_size.unwrap_or(DEFAULT_ROOT_SIZE),
+        esp: disk.esp_size.unwrap_or(DEFAULT_ESP_SIZE),
+        state: disk.state_size.unwrap_or(DEFAULT_STATE_SIZE),
+    };
+    for (key, v, min) in [
+        ("disk.root-size", sizes.root, Bytes::mib(16)),
+        ("disk.esp-size", sizes.esp, Bytes::mib(33)),
+        ("disk.state-size", sizes.state, Bytes::mib(16)),
+    ] {
+        if v < min {
+            bail!("{}: key `{key}` = {v} is too small: at least {min}", first());
+        }
+        if v.get() % crate::units::MIB != 0 {
+            bail!("{}: key `{key}` = {v} must be a whole number of MiB (partitions are 1 MiB aligned)", first());
+        }
+    }
+
+    let binaries: Vec<ImagePath> = runtime
+        .binaries
+        .map(|b| b.into_iter().map(|p| p.0).collect())
+        .unwrap_or_else(|| {
+            ["/usr/bin/containerd", "/usr/bin/containerd-shim-runc-v2", "/usr/bin/ctr", "/usr/sbin/runc"]
+                .iter()
+                .filter_map(|p| ImagePath::new(p).ok())
+                .collect()
+        });
+    let packages = runtime
+        .packages
+        .map(|p| p.into_iter().map(|p| p.0).collect())
+        .unwrap_or_else(|| vec!["containerd".to_string(), "runc".to_string()]);
+    if !binaries.is_empty() && packages.is_empty() {
+        bail!("{}: key `runtime.packages` is empty but `runtime.binaries` lists files: name the packages that ship them", first());
+    }
+
+    Ok(Profile {
+        path: top.to_path_buf(),
+        sources,
+        image: Image { name, version, source_date_epoch, hostname },
+        debian: Debian {
+            suite: debian.suite.map(|s| s.0).unwrap_or_else(|| DEFAULT_SUITE.to_string()),
+            components: debian
+                .components
+                .map(|c| c.into_iter().map(|c| c.0).collect())
+                .unwrap_or_else(|| DEFAULT_COMPONENTS.iter().map(|s| s.to_string()).collect()),
+            mirror: debian.mirror.map(|u| u.0),
+            security_mirror: debian.security_mirror.map(|u| u.0),
+            keyring: debian.keyring.map(|k| debian_keyring_dir.join(k)),
+        },
+        kernel: Kernel {
+            package: kernel.package.map(|p| p.0).unwrap_or_else(|| DEFAULT_KERNEL_PACKAGE.to_string()),
+            cmdline: kernel.cmdline.unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
+            modules: kernel.modules,
+        },
+        runtime: Runtime { packages, binaries },
+        init: Init { path: init },
+        overlays,
+        files,
+        disk: sizes,
+    })
+}
+
+fn validate_file(profile: &Path, dir: &Path, f: RawFile) -> Result<FileSpec> {
+    let path = f.path.0;
+    let kinds = [f.source.is_some(), f.content.is_some(), f.symlink.is_some(), f.dir]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if kinds > 1 {
+        bail!(
+            "{}: [[files]] entry for {path}: give only one of `source`, `content`, `symlink`, `dir = true`",
+            profile.display()
+        );
+    }
+    let what = if let Some(s) = f.source {
+        let src = dir.join(&s);
+        if !src.is_file() {
+            bail!(
+                "{}: [[files]] entry for {path}: source {} does not exist (relative to the profile)",
+                profile.display(),
+                src.display()
+            );
+        }
+        FileSource::Source(src)
+    } else if let Some(c) = f.content {
+        FileSource::Content(c)
+    } else if let Some(t) = f.symlink {
+        if t.is_empty() {
+            bail!("{}: [[files]] entry for {path}: `symlink` target is empty", profile.display());
+        }
+        FileSource::Symlink(t)
+    } else if f.dir {
+        FileSource::Dir
+    } else {
+        if f.mode.is_none() && f.uid.is_none() && f.gid.is_none() {
+            bail!(
+                "{}: [[files]] entry for {path} says nothing: give `source`, `content`, `symlink` or `dir = true`, or `mode`/`uid`/`gid` to change an existing path",
+                profile.display()
+            );
+        }
+        FileSource::Attrs
+    };
+    Ok(FileSpec { path, what, mode: f.mode.map(|m| m.0), uid: f.uid, gid: f.gid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        fs::write(&p, text).unwrap();
+        p
+    }
+
+    const MINIMAL: &str = r#"
+schema = 1
+[image]
+name = "t"
+version = "1.0"
+source-date-epoch = 1700000000
+"#;
+
+    #[test]
+    fn minimal_profile_gets_defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let p = load(&write(d.path(), "p.toml", MINIMAL)).unwrap();
+        assert_eq!(p.image.hostname, "t");
+        assert_eq!(p.kernel.package, DEFAULT_KERNEL_PACKAGE);
+        assert_eq!(p.disk.root, DEFAULT_ROOT_SIZE);
+        assert_eq!(p.runtime.packages, ["containerd", "runc"]);
+        assert_eq!(p.runtime.binaries.len(), 4);
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_line_and_column() {
+        let d = tempfile::tempdir().unwrap();
+        let text = format!("{MINIMAL}\n[disk]\nroot-szie = \"1GiB\"\n");
+        let e = load(&write(d.path(), "p.toml", &text)).unwrap_err().to_string();
+        assert!(e.contains("p.toml:9:1:"), "{e}");
+        assert!(e.contains("unknown field `root-szie`"), "{e}");
+        assert!(e.contains("root-size"), "should list valid keys: {e}");
+    }
+
+    #[test]
+    fn wrong_type_is_reported_at_the_value() {
+        let d = tempfile::tempdir().unwrap();
+        let text = MINIMAL.replace("1700000000", "\"yesterday\"");
+        let e = load(&write(d.path(), "p.toml", &text)).unwrap_err().to_string();
+        assert!(e.contains("p.toml:6:21:"), "{e}");
+        let text = format!("{MINIMAL}\n[disk]\nroot-size = \"lots\"\n");
+        let e = load(&write(d.path(), "q.toml", &text)).unwrap_err().to_string();
+        assert!(e.contains("q.toml:9:13:") && e.contains("512MiB"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_say_what_is_valid() {
+        let d = tempfile::tempdir().unwrap();
+        let text = MINIMAL.replace("name = \"t\"", "name = \"no spaces\"");
+        let e = load(&write(d.path(), "p.toml", &text)).unwrap_err().to_string();
+        assert!(e.contains("invalid name") && e.contains("a-z"), "{e}");
+        let text = format!("{MINIMAL}\n[[files]]\npath = \"/x\"\ncontent = \"\"\nmode = \"999\"\n");
+        let e = load(&write(d.path(), "p.toml", &text)).unwrap_err().to_string();
+        assert!(e.contains("invalid mode") && e.contains("p.toml:11:8:"), "{e}");
+        let text = format!("{MINIMAL}\n[runtime]\nbinaries = [\"usr/bin/x\"]\n");
+        let e = load(&write(d.path(), "p.toml", &text)).unwrap_err().to_string();
+        assert!(e.contains("must be absolute"), "{e}");
+    }
+
+    #[test]
+    fn missing_schema_and_wrong_schema_are_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let e = load(&write(d.path(), "p.toml", &MINIMAL.replace("schema = 1", "")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`schema` is missing"), "{e}");
+        let e = load(&write(d.path(), "p.toml", &MINIMAL.replace("schema = 1", "schema = 9")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("schema 1") && e.contains("says 9"), "{e}");
+    }
+
+    #[test]
+    fn extends_merges_with_child_winning_and_lists_accumulating() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("overlays/base")).unwrap();
+        fs::create_dir_all(d.path().join("overlays/extra")).unwrap();
+        let prof = d.path().join("profiles");
+        fs::create_dir_all(&prof).unwrap();
+        write(
+            &prof,
+            "base.toml",
+            &format!("overlays = [\"base\"]\n{MINIMAL}\n[disk]\nroot-size = \"512MiB\"\nesp-size = \"64MiB\"\n"),
+        );
+        let child = write(
+            &prof,
+            "child.toml",
+            "schema = 1\nextends = \"base.toml\"\noverlays = [\"extra\"]\n[image]\nname = \"child\"\n[disk]\nroot-size = \"2GiB\"\n",
+        );
+        let p = load(&child).unwrap();
+        assert_eq!(p.image.name, "child");
+        assert_eq!(p.image.version, "1.0");
+        assert_eq!(p.disk.root, Bytes(2 << 30));
+        assert_eq!(p.disk.esp, Bytes::mib(64));
+        let names: Vec<_> = p.overlays.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["base", "extra"]);
+        assert_eq!(p.sources.len(), 2);
+    }
+
+    #[test]
+    fn extends_cycle_and_missing_base_are_errors() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "a.toml", "schema = 1\nextends = \"b.toml\"\n");
+        write(d.path(), "b.toml", "schema = 1\nextends = \"a.toml\"\n");
+        let e = load(&d.path().join("a.toml")).unwrap_err().to_string();
+        assert!(e.contains("cycle"), "{e}");
+        write(d.path(), "c.toml", "schema = 1\nextends = \"nope.toml\"\n");
+        let e = load(&d.path().join("c.toml")).unwrap_err().to_string();
+        assert!(e.contains("nope.toml does not exist"), "{e}");
+    }
+
+    #[test]
+    fn missing_overlay_names_the_path_tried() {
+        let d = tempfile::tempdir().unwrap();
+        let text = format!("overlays = [\"ghost\"]\n{MINIMAL}");
+        let e = load(&write(d.path(), "p.toml", &text)).unwrap_err().to_string();
+        assert!(e.contains("overlay \"ghost\" not found") && e.contains("overlays/ghost"), "{e}");
+    }
+
+    #[test]
+    fn too_small_sizes_are_rejected() {
+        let d = tempfile::tempdir().unwrap();
+        let text = format!("{MINIMAL}\n[disk]\nesp-size = \"1MiB\"\n");
+        let e = load(&write(d.path(), "p.toml", &text)).unwrap_err().to_string();
+        assert!(e.contains("disk.esp-size") && e.contains("at least"), "{e}");
+    }
+}

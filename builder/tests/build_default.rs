@@ -1,0 +1,393 @@
+//! End to end: `berth build` of the default profile, checked with the field's own tools.
+//!
+//! These tests run the real pipeline: apt fetches real Debian packages (through berth's private
+//! apt state), the root is written by our ext4 writer and checked by `e2fsck -fn`, read back
+//! with `debugfs rdump` and compared file by file with manifest.json, and the verity tree is
+//! checked by `veritysetup verify`. The profile tree is copied to a temporary directory so the
+//! lock file they create never lands in the repository.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn berth(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("BERTH_CACHE_DIR")
+        .output()
+        .expect("running berth")
+}
+
+fn ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            copy_tree(&e.path(), &dst);
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(e.path()).unwrap(), dst).unwrap();
+        } else {
+            fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+/// A scratch copy of profiles/ and overlays/ (no lock file).
+fn workspace(dir: &Path) -> PathBuf {
+    copy_tree(&repo().join("profiles"), &dir.join("profiles"));
+    copy_tree(&repo().join("overlays"), &dir.join("overlays"));
+    for e in fs::read_dir(dir.join("profiles")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "lock") {
+            fs::remove_file(p).unwrap();
+        }
+    }
+    dir.to_path_buf()
+}
+
+struct Built {
+    _tmp: tempfile::TempDir,
+    ws: PathBuf,
+    cache: PathBuf,
+    out: PathBuf,
+    manifest: serde_json::Value,
+}
+
+/// The one cold build the other tests share (it is the slow part).
+fn built() -> &'static Built {
+    static B: OnceLock<Built> = OnceLock::new();
+    B.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = workspace(tmp.path());
+        let cache = tmp.path().join("cache-a");
+        let out = tmp.path().join("out-a");
+        let o = berth(
+            &["build", "profiles/qemu.toml", "--out", out.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap()],
+            &ws,
+        );
+        ok(&o, "berth build");
+        let manifest = serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
+        Built { _tmp: tmp, ws, cache, out, manifest }
+    })
+}
+
+fn sha256(p: &Path) -> String {
+    hex::encode(Sha256::digest(fs::read(p).unwrap()))
+}
+
+#[test]
+fn default_profile_builds_and_e2fsck_is_clean() {
+    let b = built();
+    for f in ["root.ext4", "root.verity", "manifest.json"] {
+        assert!(b.out.join(f).is_file(), "{f} missing");
+    }
+    let o = Command::new("e2fsck").args(["-fn"]).arg(b.out.join("root.ext4")).output().unwrap();
+    ok(&o, "e2fsck -fn root.ext4");
+    // The manifest says what it holds, with the artifacts' real hashes.
+    let m = &b.manifest;
+    assert_eq!(m["image"]["name"], "berth-qemu");
+    for f in ["root.ext4", "root.verity"] {
+        assert_eq!(m["artifacts"][f]["sha256"].as_str().unwrap(), sha256(&b.out.join(f)), "{f}");
+    }
+    let names: Vec<&str> = m["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    for want in ["containerd", "runc", "libc6", "libseccomp2"] {
+        assert!(names.contains(&want), "{want} not in {names:?}");
+    }
+    assert!(names.iter().any(|n| n.starts_with("linux-image-") && n.ends_with("-cloud-amd64")), "{names:?}");
+}
+
+#[test]
+fn every_manifest_file_reads_back_from_the_image() {
+    let b = built();
+    let dump = tempfile::tempdir().unwrap();
+    let o = Command::new("debugfs")
+        .args(["-R", &format!("rdump / {}", dump.path().display())])
+        .arg(b.out.join("root.ext4"))
+        .output()
+        .unwrap();
+    ok(&o, "debugfs rdump");
+    let files = b.manifest["rootfs"]["files"].as_array().unwrap();
+    assert!(files.len() > 1000, "only {} entries", files.len());
+    let mut checked = 0;
+    for f in files {
+        let path = f["path"].as_str().unwrap();
+        if path == "/" {
+            continue;
+        }
+        let host = dump.path().join(path.trim_start_matches('/'));
+        let meta = fs::symlink_metadata(&host).unwrap_or_else(|e| panic!("{path}: not in the image: {e}"));
+        let mode = u32::from_str_radix(f["mode"].as_str().unwrap(), 8).unwrap();
+        match f["kind"].as_str().unwrap() {
+            "file" => {
+                assert!(meta.is_file(), "{path}");
+                assert_eq!(sha256(&host), f["sha256"].as_str().unwrap(), "{path}: content");
+                assert_eq!(meta.permissions().mode() & 0o7777, mode, "{path}: mode");
+            }
+            "dir" => {
+                assert!(meta.is_dir(), "{path}");
+                assert_eq!(meta.permissions().mode() & 0o7777, mode, "{path}: mode");
+            }
+            "symlink" => {
+                assert_eq!(fs::read_link(&host).unwrap().to_str().unwrap(), f["target"].as_str().unwrap(), "{path}");
+            }
+            k => panic!("{path}: unexpected kind {k} in the default image"),
+        }
+        // rdump restores owners when run as root (CI is); as a user everything is the user's.
+        if nix_is_root() {
+            assert_eq!(u64::from(meta.uid()), f["uid"].as_u64().unwrap(), "{path}: uid");
+            assert_eq!(u64::from(meta.gid()), f["gid"].as_u64().unwrap(), "{path}: gid");
+        }
+        checked += 1;
+    }
+    // Nothing in the image that the manifest does not list.
+    let mut on_disk = 0;
+    count(dump.path(), &mut on_disk);
+    assert_eq!(on_disk, checked + 1, "image holds entries manifest.json does not list (lost+found counts as 1)");
+}
+
+fn count(dir: &Path, n: &mut usize) {
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        *n += 1;
+        if e.file_type().unwrap().is_dir() {
+            count(&e.path(), n);
+        }
+    }
+}
+
+fn nix_is_root() -> bool {
+    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+#[test]
+fn image_holds_the_runtime_and_its_library_closure() {
+    let b = built();
+    let files = b.manifest["rootfs"]["files"].as_array().unwrap();
+    let has = |p: &str| files.iter().any(|f| f["path"] == p);
+    for p in [
+        "/usr/bin/containerd",
+        "/usr/bin/containerd-shim-runc-v2",
+        "/usr/bin/ctr",
+        "/usr/sbin/runc",
+        "/usr/sbin/berth-init",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib64/ld-linux-x86-64.so.2",
+        "/usr/lib/x86_64-linux-gnu/libseccomp.so.2",
+        "/etc/os-release",
+        "/etc/containerd/config.toml",
+        "/etc/motd",
+        "/lib",
+    ] {
+        assert!(has(p), "{p} missing from the image");
+    }
+    let kver = b.manifest["kernel"]["version"].as_str().unwrap();
+    assert!(has(&format!("/usr/lib/modules/{kver}/vmlinuz")));
+    assert!(has(&format!("/usr/lib/modules/{kver}/kernel/drivers/block/virtio_blk.ko")));
+    // Only what was asked for: no package manager, no shell, no docs.
+    for p in ["/usr/bin/apt", "/usr/bin/dpkg", "/bin/sh", "/usr/bin/bash", "/usr/share/doc"] {
+        assert!(!has(p), "{p} should not be in the image");
+    }
+    let osr = files.iter().find(|f| f["path"] == "/etc/os-release").unwrap();
+    assert!(osr["size"].as_u64().unwrap() > 0);
+    // Every timestamp is SOURCE_DATE_EPOCH: debugfs shows the root inode's mtime.
+    let o = Command::new("debugfs").args(["-R", "stat /usr/bin/containerd"]).arg(b.out.join("root.ext4")).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    let sde = b.manifest["image"]["source-date-epoch"].as_i64().unwrap();
+    assert!(text.contains(&format!("mtime: 0x{sde:08x}")), "mtime is not SOURCE_DATE_EPOCH ({sde:#x}):\n{text}");
+}
+
+fn verity_verify(data: &Path, hash: &Path, root: &str) -> Output {
+    Command::new("veritysetup").arg("verify").arg(data).arg(hash).arg(root).output().unwrap()
+}
+
+#[test]
+fn veritysetup_verifies_and_one_flipped_byte_fails() {
+    let b = built();
+    let root = b.manifest["verity"]["roothash"].as_str().unwrap();
+    ok(&verity_verify(&b.out.join("root.ext4"), &b.out.join("root.verity"), root), "veritysetup verify");
+    // Flip one byte of a file's data in a copy of the image.
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("root.ext4");
+    fs::copy(b.out.join("root.ext4"), &copy).unwrap();
+    let o = Command::new("debugfs").args(["-R", "bmap /etc/os-release 0"]).arg(&copy).output().unwrap();
+    let block: u64 = String::from_utf8_lossy(&o.stdout).trim().parse().expect("bmap gives a block number");
+    let mut img = fs::read(&copy).unwrap();
+    img[(block * 4096) as usize] ^= 0x01;
+    fs::write(&copy, &img).unwrap();
+    let o = verity_verify(&copy, &b.out.join("root.verity"), root);
+    assert!(!o.status.success(), "veritysetup verify passed on a corrupted image");
+}
+
+#[test]
+fn second_build_with_other_cache_and_out_is_identical() {
+    let b = built();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache-b");
+    let out = tmp.path().join("out-b");
+    let o = berth(
+        &["build", "profiles/qemu.toml", "--out", out.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap(), "-q"],
+        &b.ws,
+    );
+    ok(&o, "second berth build");
+    for f in ["root.ext4", "root.verity", "manifest.json"] {
+        assert_eq!(sha256(&out.join(f)), sha256(&b.out.join(f)), "{f} differs between two builds");
+    }
+}
+
+#[test]
+fn warm_rebuild_reuses_the_cached_result_and_quiet_prints_only_paths() {
+    let b = built();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out-c");
+    let o = berth(
+        &["build", "profiles/qemu.toml", "--out", out.to_str().unwrap(), "--cache-dir", b.cache.to_str().unwrap(), "-q"],
+        &b.ws,
+    );
+    ok(&o, "warm build");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "quiet mode prints the three result paths only: {stdout:?}");
+    assert!(lines.iter().all(|l| Path::new(l).is_file()), "{lines:?}");
+    assert!(o.stderr.is_empty(), "quiet mode wrote to stderr: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sha256(&out.join("root.ext4")), sha256(&b.out.join("root.ext4")));
+    // --json gives a document that says it was cached.
+    let o = berth(
+        &["build", "profiles/qemu.toml", "--out", out.to_str().unwrap(), "--cache-dir", b.cache.to_str().unwrap(), "--json"],
+        &b.ws,
+    );
+    ok(&o, "json build");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
+    assert_eq!(v["cached"], true);
+    assert_eq!(v["roothash"], b.manifest["verity"]["roothash"]);
+}
+
+/// Writes a variant of the default profile and returns its path.
+fn variant(b: &Built, name: &str, extra: &str) -> PathBuf {
+    let p = b.ws.join("profiles").join(format!("{name}.toml"));
+    fs::write(&p, format!("schema = 1\nextends = \"qemu.toml\"\n{extra}")).unwrap();
+    // Same packages as the default: reuse its lock.
+    let lock = b.ws.join("profiles/qemu.lock");
+    if lock.is_file() && !extra.contains("[runtime]") {
+        fs::copy(lock, p.with_extension("lock")).unwrap();
+    }
+    p
+}
+
+fn fails_cleanly(b: &Built, profile: &Path, want: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = berth(
+        &["build", profile.to_str().unwrap(), "--out", out.to_str().unwrap(), "--cache-dir", b.cache.to_str().unwrap()],
+        &b.ws,
+    );
+    assert_eq!(o.status.code(), Some(1), "expected failure, got {}", o.status);
+    let err = String::from_utf8_lossy(&o.stderr);
+    for w in want {
+        assert!(err.contains(w), "error should mention {w:?}:\n{err}");
+    }
+    assert!(!out.exists(), "a failed build left {}", out.display());
+    let leftovers: Vec<_> = fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(leftovers.is_empty(), "a failed build left files: {leftovers:?}");
+}
+
+#[test]
+fn bad_input_unknown_key_and_wrong_type() {
+    let b = built();
+    let p = variant(b, "bad-key", "[disk]\nroot-szie = \"1GiB\"\n");
+    fails_cleanly(b, &p, &["bad-key.toml:4:1", "unknown field `root-szie`", "root-size"]);
+    let p = variant(b, "bad-type", "[image]\nsource-date-epoch = \"today\"\n");
+    fails_cleanly(b, &p, &["bad-type.toml:4:21", "invalid type"]);
+}
+
+#[test]
+fn bad_input_missing_package() {
+    let b = built();
+    let p = variant(b, "bad-pkg", "[runtime]\npackages = [\"containerd\", \"berth-no-such-package\"]\n");
+    fails_cleanly(b, &p, &["\"berth-no-such-package\"", "runtime.packages"]);
+}
+
+#[test]
+fn bad_input_lock_hash_mismatch() {
+    let b = built();
+    let p = variant(b, "bad-lock", "");
+    let lock = p.with_extension("lock");
+    let text = fs::read_to_string(&lock).unwrap();
+    // Change runc's hash (last hex digit) in the lock.
+    let i = text.find("name = \"runc\"").unwrap();
+    let j = i + text[i..].find("sha256 = \"").unwrap() + "sha256 = \"".len();
+    let mut bytes = text.into_bytes();
+    bytes[j] = if bytes[j] == b'0' { b'1' } else { b'0' };
+    fs::write(&lock, bytes).unwrap();
+    fails_cleanly(b, &p, &["package runc", "SHA-256", "lock file says"]);
+}
+
+#[test]
+fn bad_input_missing_overlay() {
+    let b = built();
+    let p = variant(b, "bad-overlay", "overlays = [\"no-such-overlay\"]\n");
+    fails_cleanly(b, &p, &["bad-overlay.toml", "overlay \"no-such-overlay\" not found", "overlays/no-such-overlay"]);
+}
+
+#[test]
+fn bad_input_rootfs_larger_than_root_size() {
+    let b = built();
+    let p = variant(b, "too-small", "[disk]\nroot-size = \"64MiB\"\n");
+    fails_cleanly(b, &p, &["too-small.toml", "disk.root-size", "64MiB"]);
+}
+
+#[test]
+fn interrupted_build_leaves_previous_output_untouched() {
+    let b = built();
+    let p = variant(b, "interrupted", "[image]\nversion = \"9.9.9\"\n");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    fs::write(out.join("previous"), "keep me").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["build", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "--cache-dir", b.cache.to_str().unwrap(), "-q"])
+        .current_dir(&b.ws)
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until the staging directory appears, i.e. the build is writing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let staging = loop {
+        let found = fs::read_dir(tmp.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().starts_with(".out.tmp-"));
+        if let Some(s) = found {
+            break s.path();
+        }
+        assert!(std::time::Instant::now() < deadline, "build never started writing");
+        assert!(child.try_wait().unwrap().is_none(), "build ended before it could be interrupted");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "exit code after SIGINT");
+    assert_eq!(fs::read_to_string(out.join("previous")).unwrap(), "keep me");
+    assert_eq!(fs::read_dir(&out).unwrap().count(), 1);
+    assert!(!staging.exists(), "staging directory {} left behind", staging.display());
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1, "stray files beside the output");
+}
