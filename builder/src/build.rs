@@ -33,6 +33,8 @@ pub struct BuildOptions {
     pub out: Option<PathBuf>,
     pub cache_dir: PathBuf,
     pub init: Option<PathBuf>,
+    /// Build even if a cached result for the same inputs exists (packages are still cached).
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -260,7 +262,7 @@ pub fn build(opts: &BuildOptions, printer: &Printer) -> Result<BuildResult> {
 
     let key = input_key(&profile, &lock, &init)?;
     let cache = opts.cache_dir.join("builds").join(&key[..32]);
-    if cache.join(MANIFEST).is_file() {
+    if !opts.no_cache && cache.join(MANIFEST).is_file() {
         let step = printer.step("reuse cached build");
         let staging = output::Staging::new(&out_dir)?;
         for f in [ROOT_IMAGE, ROOT_VERITY, MANIFEST] {

@@ -65,7 +65,16 @@ pub fn fetch(
                 }
             };
             let staging = tempfile::tempdir_in(&dir).context("creating a download directory")?;
-            let got = apt.download(&p.name, &p.version, staging.path()).with_context(|| {
+            // Lists older than the lock may not know this version yet: refresh once and retry.
+            let got = match apt.download(&p.name, &p.version, staging.path()) {
+                Ok(g) => Ok(g),
+                Err(first) => {
+                    tracing::debug!("download failed ({first:#}); updating apt lists and retrying");
+                    apt.update()?;
+                    apt.download(&p.name, &p.version, staging.path())
+                }
+            }
+            .with_context(|| {
                 format!("package {} {} from the lock is not available from the mirror any more: run `berth lock` to pin current versions", p.name, p.version)
             })?;
             let sum = sha256_file(&got)?;
