@@ -70,7 +70,9 @@ pub fn host_sources() -> Vec<HostSource> {
         .unwrap_or_default();
     files.sort();
     for f in files {
-        let Ok(t) = fs::read_to_string(&f) else { continue };
+        let Ok(t) = fs::read_to_string(&f) else {
+            continue;
+        };
         match f.extension().and_then(|e| e.to_str()) {
             Some("list") => out.extend(parse_one_line_sources(&t)),
             Some("sources") => out.extend(parse_deb822_sources(&t)),
@@ -99,8 +101,14 @@ fn parse_one_line_sources(text: &str) -> Vec<HostSource> {
             rest = rest[end + 1..].trim();
         }
         let mut words = rest.split_whitespace();
-        let (Some(uri), Some(suite)) = (words.next(), words.next()) else { continue };
-        out.push(HostSource { uri: uri.to_string(), suites: vec![suite.to_string()], signed_by });
+        let (Some(uri), Some(suite)) = (words.next(), words.next()) else {
+            continue;
+        };
+        out.push(HostSource {
+            uri: uri.to_string(),
+            suites: vec![suite.to_string()],
+            signed_by,
+        });
     }
     out
 }
@@ -108,20 +116,32 @@ fn parse_one_line_sources(text: &str) -> Vec<HostSource> {
 fn parse_deb822_sources(text: &str) -> Vec<HostSource> {
     let mut out = Vec::new();
     for st in parse_stanzas(text) {
-        let enabled = st.get("Enabled").is_none_or(|v| !v.trim().eq_ignore_ascii_case("no"));
-        let is_deb = st.get("Types").is_some_and(|t| t.split_whitespace().any(|t| t == "deb"));
+        let enabled = st
+            .get("Enabled")
+            .is_none_or(|v| !v.trim().eq_ignore_ascii_case("no"));
+        let is_deb = st
+            .get("Types")
+            .is_some_and(|t| t.split_whitespace().any(|t| t == "deb"));
         if !enabled || !is_deb {
             continue;
         }
-        let suites: Vec<String> =
-            st.get("Suites").unwrap_or("").split_whitespace().map(str::to_string).collect();
+        let suites: Vec<String> = st
+            .get("Suites")
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
         let signed_by = st
             .get("Signed-By")
             .map(str::trim)
             .filter(|s| s.starts_with('/') && !s.contains('\n'))
             .map(PathBuf::from);
         for uri in st.get("URIs").unwrap_or("").split_whitespace() {
-            out.push(HostSource { uri: uri.to_string(), suites: suites.clone(), signed_by: signed_by.clone() });
+            out.push(HostSource {
+                uri: uri.to_string(),
+                suites: suites.clone(),
+                signed_by: signed_by.clone(),
+            });
         }
     }
     out
@@ -136,7 +156,10 @@ pub fn sources_for(debian: &Debian, host: &[HostSource]) -> Result<Vec<Source>> 
     };
     // The main mirror: the host source carrying the suite, else any host source that is not a
     // security one (a host on another release still names a usable mirror).
-    let host_main = find(suite).or_else(|| host.iter().find(|h| !h.suites.iter().any(|s| s.ends_with("-security"))));
+    let host_main = find(suite).or_else(|| {
+        host.iter()
+            .find(|h| !h.suites.iter().any(|s| s.ends_with("-security")))
+    });
     let keyring_for = |h: Option<&HostSource>| -> PathBuf {
         debian
             .keyring
@@ -166,11 +189,19 @@ pub fn sources_for(debian: &Debian, host: &[HostSource]) -> Result<Vec<Source>> 
     }];
     let updates = format!("{suite}-updates");
     if debian.mirror.is_some() || find(&updates).is_some() {
-        out.push(Source { uri: main_uri, suite: updates, components: debian.components.clone(), keyring });
+        out.push(Source {
+            uri: main_uri,
+            suite: updates,
+            components: debian.components.clone(),
+            keyring,
+        });
     }
     let security = format!("{suite}-security");
     let host_sec = find(&security);
-    let sec_uri = debian.security_mirror.clone().or_else(|| host_sec.map(|h| h.uri.clone()));
+    let sec_uri = debian
+        .security_mirror
+        .clone()
+        .or_else(|| host_sec.map(|h| h.uri.clone()));
     if let Some(uri) = sec_uri {
         out.push(Source {
             uri,
@@ -194,8 +225,14 @@ impl Apt {
         let list: String = sources.iter().map(|s| s.line() + "\n").collect();
         let key = hex::encode(&Sha256::digest(list.as_bytes())[..8]);
         let root = cache_dir.join("apt").join(key);
-        for d in ["etc/apt.conf.d", "etc/sources.list.d", "etc/preferences.d", "etc/trusted.gpg.d",
-                  "state/lists/partial", "cache/archives/partial"] {
+        for d in [
+            "etc/apt.conf.d",
+            "etc/sources.list.d",
+            "etc/preferences.d",
+            "etc/trusted.gpg.d",
+            "state/lists/partial",
+            "cache/archives/partial",
+        ] {
             fs::create_dir_all(root.join(d))
                 .with_context(|| format!("creating {}", root.join(d).display()))?;
         }
@@ -246,12 +283,18 @@ Binary::apt::APT::Keep-Downloaded-Packages "true";
     }
 
     fn apt_get(&self) -> Cmd {
-        Cmd::new("apt-get").env("APT_CONFIG", &self.config).env("LC_ALL", "C").arg("-q")
+        Cmd::new("apt-get")
+            .env("APT_CONFIG", &self.config)
+            .env("LC_ALL", "C")
+            .arg("-q")
     }
 
     /// `apt-get update` into berth's own lists.
     pub fn update(&self) -> Result<()> {
-        self.apt_get().arg("update").output().context("apt-get update (berth's own apt state)")?;
+        self.apt_get()
+            .arg("update")
+            .output()
+            .context("apt-get update (berth's own apt state)")?;
         Ok(())
     }
 
@@ -265,7 +308,11 @@ Binary::apt::APT::Keep-Downloaded-Packages "true";
         let mut out: Vec<PathBuf> = fs::read_dir(&dir)
             .with_context(|| format!("reading {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("_Packages")))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with("_Packages"))
+            })
             .collect();
         out.sort();
         Ok(out)
@@ -275,7 +322,8 @@ Binary::apt::APT::Keep-Downloaded-Packages "true";
     pub fn index(&self) -> Result<PackageIndex> {
         let mut idx = PackageIndex::default();
         for f in self.list_files()? {
-            let text = fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+            let text =
+                fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
             for st in parse_stanzas(&text) {
                 if let Some(p) = IndexEntry::from_stanza(&st) {
                     idx.add(p);
@@ -283,7 +331,10 @@ Binary::apt::APT::Keep-Downloaded-Packages "true";
             }
         }
         if idx.by_name.is_empty() {
-            bail!("apt's package lists under {} are empty: did `apt-get update` reach the mirror?", self.root.display());
+            bail!(
+                "apt's package lists under {} are empty: did `apt-get update` reach the mirror?",
+                self.root.display()
+            );
         }
         Ok(idx)
     }
@@ -301,15 +352,24 @@ Binary::apt::APT::Keep-Downloaded-Packages "true";
         let found = fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| {
-                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
             });
-        found.with_context(|| format!("apt-get download {name}={version} left no .deb in {}", dir.display()))
+        found.with_context(|| {
+            format!(
+                "apt-get download {name}={version} left no .deb in {}",
+                dir.display()
+            )
+        })
     }
 }
 
 /// `Acquire::*::Proxy` lines from the host's apt configuration, if any.
 fn host_proxy_config() -> Vec<String> {
-    let Ok(dump) = Cmd::new("apt-config").arg("dump").stdout() else { return Vec::new() };
+    let Ok(dump) = Cmd::new("apt-config").arg("dump").stdout() else {
+        return Vec::new();
+    };
     dump.lines()
         .filter(|l| {
             let k = l.split_whitespace().next().unwrap_or("");
@@ -342,7 +402,10 @@ impl IndexEntry {
             version: st.get("Version")?.trim().to_string(),
             arch: st.get("Architecture")?.trim().to_string(),
             depends,
-            provides: st.get("Provides").map(first_alternatives).unwrap_or_default(),
+            provides: st
+                .get("Provides")
+                .map(first_alternatives)
+                .unwrap_or_default(),
             filename: st.get("Filename")?.trim().to_string(),
             sha256: st.get("SHA256")?.trim().to_string(),
             size: st.get("Size")?.trim().parse().ok()?,
@@ -357,7 +420,9 @@ pub fn first_alternatives(field: &str) -> Vec<String> {
         .split(',')
         .filter_map(|rel| {
             let first = rel.split('|').next()?.trim();
-            let name = first.split(|c: char| c.is_whitespace() || c == '(' || c == '[' || c == '<').next()?;
+            let name = first
+                .split(|c: char| c.is_whitespace() || c == '(' || c == '[' || c == '<')
+                .next()?;
             let name = name.split(':').next()?.trim();
             (!name.is_empty()).then(|| name.to_string())
         })
@@ -383,7 +448,10 @@ impl PackageIndex {
             return;
         }
         for p in &e.provides {
-            self.providers.entry(p.clone()).or_default().insert(e.name.clone());
+            self.providers
+                .entry(p.clone())
+                .or_default()
+                .insert(e.name.clone());
         }
         self.by_name.entry(e.name.clone()).or_default().push(e);
     }
@@ -391,14 +459,20 @@ impl PackageIndex {
     /// The newest version of `name`, or of the first (sorted) package providing it.
     pub fn candidate(&self, name: &str) -> Option<&IndexEntry> {
         let pick = |n: &str| {
-            self.by_name.get(n).and_then(|v| v.iter().max_by(|a, b| debversion::compare(&a.version, &b.version)))
+            self.by_name.get(n).and_then(|v| {
+                v.iter()
+                    .max_by(|a, b| debversion::compare(&a.version, &b.version))
+            })
         };
         pick(name).or_else(|| self.providers.get(name)?.iter().find_map(|p| pick(p)))
     }
 
     /// Exactly `name` at `version`.
     pub fn exact(&self, name: &str, version: &str) -> Option<&IndexEntry> {
-        self.by_name.get(name)?.iter().find(|e| e.version == version)
+        self.by_name
+            .get(name)?
+            .iter()
+            .find(|e| e.version == version)
     }
 
     /// The dependency closure of the roots. Runtime packages follow every `Pre-Depends`/`Depends`
@@ -409,9 +483,17 @@ impl PackageIndex {
     pub fn resolve(&self, kernel: &str, runtime: &[String]) -> Result<Vec<(Role, IndexEntry)>> {
         let mut out: BTreeMap<String, (Role, IndexEntry)> = BTreeMap::new();
         let mut queue: VecDeque<(Role, String, String)> = VecDeque::new();
-        queue.push_back((Role::Kernel, kernel.to_string(), "the profile's kernel.package".into()));
+        queue.push_back((
+            Role::Kernel,
+            kernel.to_string(),
+            "the profile's kernel.package".into(),
+        ));
         for r in runtime {
-            queue.push_back((Role::Runtime, r.clone(), "the profile's runtime.packages".into()));
+            queue.push_back((
+                Role::Runtime,
+                r.clone(),
+                "the profile's runtime.packages".into(),
+            ));
         }
         while let Some((role, name, why)) = queue.pop_front() {
             if out.contains_key(&name) {
@@ -481,8 +563,16 @@ mod tests {
     #[test]
     fn resolve_picks_newest_and_prunes_kernel_tooling() {
         let mut idx = PackageIndex::default();
-        idx.add(entry("linux-image-cloud-amd64", "6.1.1", &["linux-image-6.1-cloud"]));
-        idx.add(entry("linux-image-6.1-cloud", "6.1.1", &["kmod", "initramfs-tools"]));
+        idx.add(entry(
+            "linux-image-cloud-amd64",
+            "6.1.1",
+            &["linux-image-6.1-cloud"],
+        ));
+        idx.add(entry(
+            "linux-image-6.1-cloud",
+            "6.1.1",
+            &["kmod", "initramfs-tools"],
+        ));
         idx.add(entry("containerd", "1.6", &["runc", "libc6"]));
         idx.add(entry("runc", "1.1", &["libc6", "libseccomp2"]));
         idx.add(entry("libc6", "2.36-9+deb12u7", &["libgcc-s1"]));
@@ -491,11 +581,21 @@ mod tests {
         let mut seccomp = entry("libseccomp2", "2.5", &[]);
         seccomp.provides = vec!["libseccomp".into()];
         idx.add(seccomp);
-        let got = idx.resolve("linux-image-cloud-amd64", &["containerd".into()]).unwrap();
+        let got = idx
+            .resolve("linux-image-cloud-amd64", &["containerd".into()])
+            .unwrap();
         let names: Vec<_> = got.iter().map(|(_, e)| e.name.as_str()).collect();
         assert_eq!(
             names,
-            ["containerd", "libc6", "libgcc-s1", "libseccomp2", "linux-image-6.1-cloud", "linux-image-cloud-amd64", "runc"]
+            [
+                "containerd",
+                "libc6",
+                "libgcc-s1",
+                "libseccomp2",
+                "linux-image-6.1-cloud",
+                "linux-image-cloud-amd64",
+                "runc"
+            ]
         );
         let libc = got.iter().find(|(_, e)| e.name == "libc6").unwrap();
         assert_eq!(libc.1.version, "2.36-9+deb12u14");
@@ -507,9 +607,21 @@ mod tests {
         let mut idx = PackageIndex::default();
         idx.add(entry("k", "1", &[]));
         idx.add(entry("containerd", "1.6", &["nosuchlib"]));
-        let e = idx.resolve("k", &["containerd".into()]).unwrap_err().to_string();
-        assert!(e.contains("\"nosuchlib\"") && e.contains("containerd 1.6"), "{e}");
-        let e = idx.resolve("k", &["cointainerd".into()]).unwrap_err().to_string();
-        assert!(e.contains("\"cointainerd\"") && e.contains("runtime.packages"), "{e}");
+        let e = idx
+            .resolve("k", &["containerd".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"nosuchlib\"") && e.contains("containerd 1.6"),
+            "{e}"
+        );
+        let e = idx
+            .resolve("k", &["cointainerd".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"cointainerd\"") && e.contains("runtime.packages"),
+            "{e}"
+        );
     }
 }

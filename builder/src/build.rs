@@ -61,7 +61,11 @@ pub fn lock_for(profile: &Profile, cache_dir: &Path, printer: &Printer) -> Resul
     let step = printer.step("resolve packages");
     let l = resolve_lock(profile, cache_dir)?;
     l.write(&path)?;
-    step.done(&format!("{} packages, wrote {}", l.packages.len(), path.display()));
+    step.done(&format!(
+        "{} packages, wrote {}",
+        l.packages.len(),
+        path.display()
+    ));
     Ok(l)
 }
 
@@ -141,7 +145,11 @@ fn read_packages(fetched: &[Fetched]) -> Result<Vec<PackageData>> {
     let read = |f: &Fetched| -> Result<PackageData> {
         let entries = deb::read_data(&f.path)
             .with_context(|| format!("reading package {} {}", f.locked.name, f.locked.version))?;
-        Ok(PackageData { name: f.locked.name.clone(), version: f.locked.version.clone(), entries })
+        Ok(PackageData {
+            name: f.locked.name.clone(),
+            version: f.locked.version.clone(),
+            entries,
+        })
     };
     // Split by size into two halves so both cores decompress.
     let mut order: Vec<&Fetched> = fetched.iter().collect();
@@ -170,7 +178,10 @@ fn read_packages(fetched: &[Fetched]) -> Result<Vec<PackageData>> {
 
 /// Derives 16 bytes from a label and a digest (UUIDs, seeds): content-addressed, never random.
 pub fn derive16(label: &str, digest: &[u8]) -> [u8; 16] {
-    let h = Sha256::new().chain_update(label.as_bytes()).chain_update(digest).finalize();
+    let h = Sha256::new()
+        .chain_update(label.as_bytes())
+        .chain_update(digest)
+        .finalize();
     let mut out = [0u8; 16];
     out.copy_from_slice(&h[..16]);
     // Mark as an RFC 4122 version-4-shaped UUID so tools print it normally.
@@ -223,16 +234,29 @@ pub fn assemble_rootfs(
 
     let step = printer.step("read packages");
     let datas = read_packages(&fetched)?;
-    step.done(&format!("{} entries", datas.iter().map(|d| d.entries.len()).sum::<usize>()));
+    step.done(&format!(
+        "{} entries",
+        datas.iter().map(|d| d.entries.len()).sum::<usize>()
+    ));
 
     let step = printer.step("assemble rootfs");
     let kernel_names: Vec<&str> = lock.kernel_packages().map(|p| p.name.as_str()).collect();
-    let (kernel_pkgs, runtime_pkgs): (Vec<PackageData>, Vec<PackageData>) =
-        datas.into_iter().partition(|d| kernel_names.contains(&d.name.as_str()));
+    let (kernel_pkgs, runtime_pkgs): (Vec<PackageData>, Vec<PackageData>) = datas
+        .into_iter()
+        .partition(|d| kernel_names.contains(&d.name.as_str()));
     let kernel_pkg = kernel_pkgs
         .into_iter()
-        .find(|d| d.entries.iter().any(|(p, _)| p.as_str().starts_with("/boot/vmlinuz-")))
-        .with_context(|| format!("no package of kernel {} ships a /boot/vmlinuz-*", profile.kernel.package))?;
+        .find(|d| {
+            d.entries
+                .iter()
+                .any(|(p, _)| p.as_str().starts_with("/boot/vmlinuz-"))
+        })
+        .with_context(|| {
+            format!(
+                "no package of kernel {} ships a /boot/vmlinuz-*",
+                profile.kernel.package
+            )
+        })?;
     let rootfs = rootfs::assemble(profile, &kernel_pkg, &runtime_pkgs, init)?;
     drop(runtime_pkgs);
     drop(kernel_pkg);
@@ -258,7 +282,11 @@ pub fn build(opts: &BuildOptions, printer: &Printer) -> Result<BuildResult> {
     let step = printer.step("berth-init");
     let init_path = opts.init.clone().or(profile.init.path.clone());
     let (init_src, init) = init::locate(init_path.as_deref(), &opts.cache_dir)?;
-    step.done(&format!("{} ({})", init_src.display(), Bytes(init.len() as u64)));
+    step.done(&format!(
+        "{} ({})",
+        init_src.display(),
+        Bytes(init.len() as u64)
+    ));
 
     let key = input_key(&profile, &lock, &init)?;
     let cache = opts.cache_dir.join("builds").join(&key[..32]);
@@ -266,16 +294,23 @@ pub fn build(opts: &BuildOptions, printer: &Printer) -> Result<BuildResult> {
         let step = printer.step("reuse cached build");
         let staging = output::Staging::new(&out_dir)?;
         for f in [ROOT_IMAGE, ROOT_VERITY, MANIFEST] {
-            fs::copy(cache.join(f), staging.file(f)).with_context(|| format!("copying cached {f}"))?;
+            fs::copy(cache.join(f), staging.file(f))
+                .with_context(|| format!("copying cached {f}"))?;
         }
         let m: serde_json::Value = serde_json::from_slice(&fs::read(staging.file(MANIFEST))?)?;
         let out = staging.commit()?;
         step.done(&format!("inputs unchanged ({})", &key[..12]));
         return Ok(BuildResult {
-            artifacts: [ROOT_IMAGE, ROOT_VERITY, MANIFEST].iter().map(|f| out.join(f)).collect(),
+            artifacts: [ROOT_IMAGE, ROOT_VERITY, MANIFEST]
+                .iter()
+                .map(|f| out.join(f))
+                .collect(),
             out_dir: out,
             cached: true,
-            roothash: m["verity"]["roothash"].as_str().unwrap_or_default().to_string(),
+            roothash: m["verity"]["roothash"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
         });
     }
 
@@ -307,11 +342,15 @@ pub fn build(opts: &BuildOptions, printer: &Printer) -> Result<BuildResult> {
     };
     let root_path = staging.file(ROOT_IMAGE);
     {
-        let f = fs::File::create(&root_path).with_context(|| format!("creating {}", root_path.display()))?;
+        let f = fs::File::create(&root_path)
+            .with_context(|| format!("creating {}", root_path.display()))?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
         let bar = printer.bytes_bar(rootfs.manifest.content_bytes(), "root.ext4");
         ext4::write(&rootfs.manifest, &opts_ext4, &mut w, bar)?;
-        let f = w.into_inner().map_err(|e| e.into_error()).context("flushing root.ext4")?;
+        let f = w
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .context("flushing root.ext4")?;
         f.set_len(need)?;
         f.sync_all()?;
     }
@@ -319,13 +358,23 @@ pub fn build(opts: &BuildOptions, printer: &Printer) -> Result<BuildResult> {
 
     let step = printer.step("dm-verity");
     let root_sha = sha256_file(&root_path)?;
-    let salt = Sha256::new().chain_update(b"berth-verity-salt").chain_update(root_sha.as_bytes()).finalize();
+    let salt = Sha256::new()
+        .chain_update(b"berth-verity-salt")
+        .chain_update(root_sha.as_bytes())
+        .finalize();
     let vinfo = {
         let mut data = BufReader::with_capacity(1 << 20, fs::File::open(&root_path)?);
         let vpath = staging.file(ROOT_VERITY);
         let mut out = BufWriter::with_capacity(1 << 20, fs::File::create(&vpath)?);
         let bar = printer.bytes_bar(need, "dm-verity");
-        let info = verity::format(&mut data, need, &salt, derive16("verity-uuid", &salt), &mut out, bar)?;
+        let info = verity::format(
+            &mut data,
+            need,
+            &salt,
+            derive16("verity-uuid", &salt),
+            &mut out,
+            bar,
+        )?;
         out.flush()?;
         out.get_mut().rewind()?;
         out.get_ref().sync_all()?;
@@ -335,17 +384,35 @@ pub fn build(opts: &BuildOptions, printer: &Printer) -> Result<BuildResult> {
 
     let step = printer.step("manifest.json");
     let verity_sha = sha256_file(&staging.file(ROOT_VERITY))?;
-    let manifest = manifest_json(&profile, &lock, &rootfs, &vinfo, [(ROOT_IMAGE, need, root_sha), (ROOT_VERITY, vinfo.hash_size, verity_sha)]);
-    fs::write(staging.file(MANIFEST), serde_json::to_vec_pretty(&manifest)?)?;
+    let manifest = manifest_json(
+        &profile,
+        &lock,
+        &rootfs,
+        &vinfo,
+        [
+            (ROOT_IMAGE, need, root_sha),
+            (ROOT_VERITY, vinfo.hash_size, verity_sha),
+        ],
+    );
+    fs::write(
+        staging.file(MANIFEST),
+        serde_json::to_vec_pretty(&manifest)?,
+    )?;
     step.done("");
 
     // Keep a copy for the next build with the same inputs (best effort: a full disk only costs speed).
     if let Err(e) = store_cache(&cache, staging.path()) {
-        tracing::warn!("could not cache the build result in {}: {e:#}", cache.display());
+        tracing::warn!(
+            "could not cache the build result in {}: {e:#}",
+            cache.display()
+        );
     }
     let out = staging.commit()?;
     Ok(BuildResult {
-        artifacts: [ROOT_IMAGE, ROOT_VERITY, MANIFEST].iter().map(|f| out.join(f)).collect(),
+        artifacts: [ROOT_IMAGE, ROOT_VERITY, MANIFEST]
+            .iter()
+            .map(|f| out.join(f))
+            .collect(),
         out_dir: out,
         cached: false,
         roothash: hex::encode(vinfo.root_hash),
@@ -400,8 +467,10 @@ fn manifest_json(
             o
         })
         .collect();
-    let arts: BTreeMap<&str, serde_json::Value> =
-        artifacts.iter().map(|(n, size, sha)| (*n, json!({"size": size, "sha256": sha}))).collect();
+    let arts: BTreeMap<&str, serde_json::Value> = artifacts
+        .iter()
+        .map(|(n, size, sha)| (*n, json!({"size": size, "sha256": sha})))
+        .collect();
     json!({
         "berth": env!("CARGO_PKG_VERSION"),
         "image": {
@@ -446,5 +515,12 @@ fn manifest_json(
 
 pub fn uuid_string(u: &[u8; 16]) -> String {
     let h = hex::encode(u);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }

@@ -22,7 +22,12 @@ pub struct Cmd {
 
 impl Cmd {
     pub fn new(program: impl AsRef<OsStr>) -> Self {
-        Cmd { program: program.as_ref().to_owned(), args: Vec::new(), envs: Vec::new(), cwd: None }
+        Cmd {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            cwd: None,
+        }
     }
 
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
@@ -35,12 +40,14 @@ impl Cmd {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
     pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
-        self.envs.push((k.as_ref().to_owned(), v.as_ref().to_owned()));
+        self.envs
+            .push((k.as_ref().to_owned(), v.as_ref().to_owned()));
         self
     }
 
@@ -124,7 +131,11 @@ pub struct Tool {
 pub fn find_tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().map(PathBuf::from))
+        .chain(
+            ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+                .iter()
+                .map(PathBuf::from),
+        )
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
@@ -135,7 +146,10 @@ pub fn check_tools(tools: &[Tool]) -> Result<()> {
         .iter()
         .filter(|t| find_tool(t.name).is_none())
         .map(|t| {
-            format!("  {} (needed to {}): install with `apt-get install {}`", t.name, t.reason, t.debian_package)
+            format!(
+                "  {} (needed to {}): install with `apt-get install {}`",
+                t.name, t.reason, t.debian_package
+            )
         })
         .collect();
     if !missing.is_empty() {
@@ -150,7 +164,9 @@ mod tests {
 
     #[test]
     fn failure_reports_status_and_stderr_tail() {
-        let e = Cmd::new("sh").args(["-c", "echo first >&2; echo boom >&2; exit 3"]).output();
+        let e = Cmd::new("sh")
+            .args(["-c", "echo first >&2; echo boom >&2; exit 3"])
+            .output();
         let msg = format!("{:#}", e.unwrap_err());
         assert!(msg.contains("exit status: 3"), "{msg}");
         assert!(msg.contains("boom"), "{msg}");
@@ -158,7 +174,10 @@ mod tests {
 
     #[test]
     fn stdin_is_null_so_readers_see_eof() {
-        let out = Cmd::new("sh").args(["-c", "cat; echo done"]).stdout().unwrap();
+        let out = Cmd::new("sh")
+            .args(["-c", "cat; echo done"])
+            .stdout()
+            .unwrap();
         assert_eq!(out.trim(), "done");
     }
 

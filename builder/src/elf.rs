@@ -47,8 +47,13 @@ fn u64_at(d: &[u8], off: usize) -> Result<u64> {
 }
 
 fn cstr(d: &[u8], off: usize) -> Result<String> {
-    let s = d.get(off..).context("string offset past the end of the ELF file")?;
-    let end = s.iter().position(|&b| b == 0).context("unterminated string in ELF")?;
+    let s = d
+        .get(off..)
+        .context("string offset past the end of the ELF file")?;
+    let end = s
+        .iter()
+        .position(|&b| b == 0)
+        .context("unterminated string in ELF")?;
     Ok(String::from_utf8_lossy(&s[..end]).into_owned())
 }
 
@@ -63,7 +68,10 @@ struct Phdr {
 /// an empty result.
 pub fn deps(data: &[u8]) -> Result<ElfDeps> {
     ensure!(is_elf(data), "not an ELF file");
-    ensure!(data.get(4) == Some(&2), "not a 64-bit ELF file (berth images are x86-64)");
+    ensure!(
+        data.get(4) == Some(&2),
+        "not a 64-bit ELF file (berth images are x86-64)"
+    );
     ensure!(data.get(5) == Some(&1), "not a little-endian ELF file");
     let phoff = usize::try_from(u64_at(data, 0x20)?)?;
     let phentsize = usize::from(u16_at(data, 0x36)?);
@@ -99,7 +107,11 @@ pub fn deps(data: &[u8]) -> Result<ElfDeps> {
         }
         entries.push((tag, val));
     }
-    let Some(strtab_vaddr) = entries.iter().find(|(t, _)| *t == DT_STRTAB).map(|(_, v)| *v) else {
+    let Some(strtab_vaddr) = entries
+        .iter()
+        .find(|(t, _)| *t == DT_STRTAB)
+        .map(|(_, v)| *v)
+    else {
         bail!("ELF dynamic section has no DT_STRTAB");
     };
     // DT_STRTAB is a virtual address: map it to a file offset through the PT_LOAD that holds it.
@@ -136,23 +148,32 @@ mod tests {
         // The test binary itself is a dynamically linked x86-64 executable needing libc.
         let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let d = deps(&me).unwrap();
-        assert!(d.interp.as_deref().is_some_and(|i| i.contains("ld-linux")), "{d:?}");
+        assert!(
+            d.interp.as_deref().is_some_and(|i| i.contains("ld-linux")),
+            "{d:?}"
+        );
         assert!(d.needed.iter().any(|n| n.starts_with("libc.so")), "{d:?}");
     }
 
     #[test]
     fn reads_a_shared_library_without_interp() {
-        let libc = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6"]
-            .iter()
-            .find_map(|p| std::fs::read(p).ok())
-            .expect("libc.so.6 on the host");
+        let libc = [
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        ]
+        .iter()
+        .find_map(|p| std::fs::read(p).ok())
+        .expect("libc.so.6 on the host");
         let d = deps(&libc).unwrap();
         assert!(d.needed.iter().any(|n| n.starts_with("ld-linux")), "{d:?}");
     }
 
     #[test]
     fn rejects_non_elf_and_truncated_files() {
-        assert!(deps(b"#!/bin/sh\n").unwrap_err().to_string().contains("not an ELF"));
+        assert!(deps(b"#!/bin/sh\n")
+            .unwrap_err()
+            .to_string()
+            .contains("not an ELF"));
         let mut h = vec![0u8; 20];
         h[..4].copy_from_slice(b"\x7fELF");
         h[4] = 2;

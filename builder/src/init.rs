@@ -19,11 +19,15 @@ const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 /// `berth-init` next to the running `berth`, else a build from the source tree into the cache.
 pub fn locate(explicit: Option<&Path>, cache_dir: &Path) -> Result<(PathBuf, Vec<u8>)> {
     if let Some(p) = explicit {
-        let data = std::fs::read(p).with_context(|| format!("reading the init program {}", p.display()))?;
+        let data = std::fs::read(p)
+            .with_context(|| format!("reading the init program {}", p.display()))?;
         check_static(p, &data)?;
         return Ok((p.to_path_buf(), data));
     }
-    if let Some(p) = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("berth-init"))) {
+    if let Some(p) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("berth-init")))
+    {
         if let Ok(data) = std::fs::read(&p) {
             if check_static(&p, &data).is_ok() {
                 return Ok((p, data));
@@ -38,7 +42,17 @@ pub fn locate(explicit: Option<&Path>, cache_dir: &Path) -> Result<(PathBuf, Vec
     }
     let target = cache_dir.join("init-build");
     Cmd::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["rustc", "--quiet", "--release", "--locked", "-p", "berth-init", "--bin", "berth-init", "--target-dir"])
+        .args([
+            "rustc",
+            "--quiet",
+            "--release",
+            "--locked",
+            "-p",
+            "berth-init",
+            "--bin",
+            "berth-init",
+            "--target-dir",
+        ])
         .arg(&target)
         .args(["--", "-C", "target-feature=+crt-static"])
         .cwd(ws)

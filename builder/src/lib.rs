@@ -4,12 +4,13 @@
 //! [`build::build`]); each module here is one stage or one format.
 
 pub mod apt;
-// pub mod build; (re-enabled when ext4 lands)
+pub mod build;
 pub mod cmd;
 pub mod deb;
 pub mod debversion;
 pub mod elf;
 pub mod ext4;
+pub mod gpt;
 pub mod init;
 pub mod lock;
 pub mod manifest;

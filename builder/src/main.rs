@@ -1,1 +1,242 @@
-fn main() {}
+//! The `berth` command.
+//!
+//! Exit codes: 0 success; 1 the work failed (the message says why); 2 bad command line (clap);
+//! 130/143 interrupted by SIGINT/SIGTERM (outputs left as they were).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use berth::build::{self, BuildOptions};
+use berth::lock::{self, Lock};
+use berth::printer::{Mode, Printer};
+use berth::profile;
+
+/// The default image definition, relative to the repository root.
+const DEFAULT_PROFILE: &str = "profiles/qemu.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Build, run and publish minimal, immutable, A/B-updatable Linux machine images",
+    long_about = "berth builds a read-only, dm-verity protected root filesystem holding only a kernel, \
+berth-init and a container runtime (containerd + runc) from Debian packages, reproducibly and without root."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Print only results (paths), no progress or step timings.
+    #[arg(short, long, global = true, conflicts_with = "json")]
+    quiet: bool,
+    /// More diagnostics on stderr (-v: debug, -vv: trace, including every command run).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Machine-readable output: one JSON document on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Where fetched packages and cached build results live [default: $XDG_CACHE_HOME/berth].
+    #[arg(long, global = true, env = "BERTH_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build an image: root.ext4 + root.verity + manifest.json in the output directory.
+    ///
+    /// Uses the lock file next to the profile (PROFILE with .lock instead of .toml); without one,
+    /// resolves the packages and writes it. Outputs replace the previous ones only when complete.
+    Build {
+        /// The image profile.
+        #[arg(default_value = DEFAULT_PROFILE)]
+        profile: PathBuf,
+        /// Output directory [default: out/<image name>].
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// A static berth-init to put in the image [default: the profile's init.path, or
+        /// berth-init next to this executable, or built from the source tree].
+        #[arg(long)]
+        init: Option<PathBuf>,
+        /// Rebuild even when a cached result for the same inputs exists.
+        #[arg(long)]
+        no_cache: bool,
+    },
+    /// Show the fully resolved profile (after `extends`) and what the root filesystem will hold.
+    Inspect {
+        #[arg(default_value = DEFAULT_PROFILE)]
+        profile: PathBuf,
+        /// Also fetch the packages and list every file of the root filesystem.
+        #[arg(long)]
+        files: bool,
+    },
+    /// Resolve the profile's packages to exact versions + SHA-256 and write the lock file.
+    Lock {
+        #[arg(default_value = DEFAULT_PROFILE)]
+        profile: PathBuf,
+        /// Only check that the lock is current; exit 1 if resolving now gives another lock.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+fn cache_dir(g: &Global) -> PathBuf {
+    if let Some(d) = &g.cache_dir {
+        return d.clone();
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("berth")
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "berth=debug,info",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mode = if cli.global.json {
+        Mode::Json
+    } else if cli.global.quiet {
+        Mode::Quiet
+    } else {
+        Mode::Normal
+    };
+    let printer = Printer::new(mode);
+    let cache = cache_dir(&cli.global);
+    match cli.command {
+        Command::Build {
+            profile,
+            out,
+            init,
+            no_cache,
+        } => {
+            let started = std::time::Instant::now();
+            let r = build::build(
+                &BuildOptions {
+                    profile,
+                    out,
+                    cache_dir: cache,
+                    init,
+                    no_cache,
+                },
+                &printer,
+            )?;
+            printer.info(&format!(
+                "built {} in {:.1}s{}",
+                r.out_dir.display(),
+                started.elapsed().as_secs_f64(),
+                if r.cached {
+                    " (inputs unchanged: reused the cached result)"
+                } else {
+                    ""
+                }
+            ));
+            for a in &r.artifacts {
+                printer.result(&a.display().to_string());
+            }
+            printer.json(&serde_json::to_value(&r)?);
+        }
+        Command::Inspect { profile, files } => {
+            let p = profile::load(&profile)?;
+            let lock_path = lock::path_for(&p.path);
+            let lock = if lock_path.is_file() {
+                Some(Lock::read(&lock_path)?)
+            } else {
+                None
+            };
+            let mut doc = json!({ "profile": p, "lock": lock_path, "packages": lock.as_ref().map(|l| &l.packages) });
+            if files {
+                let lock = build::lock_for(&p, &cache, &printer)?;
+                let (_, init) = berth::init::locate(p.init.path.as_deref(), &cache)?;
+                let rootfs = build::assemble_rootfs(&p, &lock, &cache, &init, &printer)?;
+                let list: Vec<_> = rootfs
+                    .manifest
+                    .iter()
+                    .map(|(path, e)| {
+                        format!(
+                            "{} {:04o} {}:{} {}",
+                            e.kind.name(),
+                            e.mode,
+                            e.uid,
+                            e.gid,
+                            path
+                        )
+                    })
+                    .collect();
+                doc["rootfs"] = json!({ "kernel": rootfs.kernel, "entries": list });
+            }
+            if mode == Mode::Json {
+                printer.json(&doc);
+            } else {
+                // TOML reads better for people; JSON values with nulls are dropped by the conversion.
+                let text = toml::to_string_pretty(&doc)
+                    .unwrap_or_else(|_| serde_json::to_string_pretty(&doc).unwrap_or_default());
+                printer.result(&text);
+            }
+        }
+        Command::Lock { profile, check } => {
+            let p = profile::load(&profile)?;
+            let step = printer.step("resolve packages");
+            let l = build::resolve_lock(&p, &cache)?;
+            step.done(&format!("{} packages", l.packages.len()));
+            let path = lock::path_for(&p.path);
+            if check {
+                let old = Lock::read(&path)?;
+                if old != l {
+                    anyhow::bail!(
+                        "{} is out of date: run `berth lock {}`",
+                        path.display(),
+                        profile.display()
+                    );
+                }
+                printer.result(&format!("{} is up to date", path.display()));
+            } else {
+                l.write(&path)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                for pkg in &l.packages {
+                    printer.info(&format!(
+                        "  {:<36} {:<28} {}",
+                        pkg.name, pkg.version, pkg.role
+                    ));
+                }
+                printer.result(&path.display().to_string());
+            }
+            printer.json(&serde_json::to_value(&l)?);
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

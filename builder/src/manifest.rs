@@ -96,8 +96,14 @@ pub enum Kind {
     /// Another name for the regular file at the given path (which must exist in the manifest and
     /// be a `File`). Writers give both names the same inode.
     Hardlink(ImagePath),
-    CharDev { major: u32, minor: u32 },
-    BlockDev { major: u32, minor: u32 },
+    CharDev {
+        major: u32,
+        minor: u32,
+    },
+    BlockDev {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
     Socket,
 }
@@ -161,7 +167,14 @@ pub struct Entry {
 
 impl Entry {
     pub fn new(kind: Kind, mode: u16, mtime: i64) -> Self {
-        Entry { kind, mode: mode & 0o7777, uid: 0, gid: 0, mtime, xattrs: BTreeMap::new() }
+        Entry {
+            kind,
+            mode: mode & 0o7777,
+            uid: 0,
+            gid: 0,
+            mtime,
+            xattrs: BTreeMap::new(),
+        }
     }
 
     pub fn dir(mode: u16, mtime: i64) -> Self {
@@ -204,7 +217,10 @@ impl Manifest {
     pub fn insert(&mut self, path: ImagePath, entry: Entry) -> Result<()> {
         if path.is_root() {
             if entry.kind != Kind::Dir {
-                bail!("the image root / must be a directory, not a {}", entry.kind.name());
+                bail!(
+                    "the image root / must be a directory, not a {}",
+                    entry.kind.name()
+                );
             }
             self.entries.insert(path, entry);
             return Ok(());
@@ -289,7 +305,11 @@ impl Manifest {
         &'a self,
         dir: &ImagePath,
     ) -> impl Iterator<Item = (&'a ImagePath, &'a Entry)> + 'a {
-        let prefix = if dir.is_root() { "/".to_string() } else { format!("{}/", dir.as_str()) };
+        let prefix = if dir.is_root() {
+            "/".to_string()
+        } else {
+            format!("{}/", dir.as_str())
+        };
         self.entries
             .range(dir.clone()..)
             .skip(1)
@@ -318,8 +338,11 @@ impl Manifest {
         for _ in 0..40 {
             // Resolve symlinked parent directories too (e.g. /lib -> usr/lib on merged-/usr).
             let mut resolved = ImagePath::root();
-            let comps: Vec<&str> =
-                cur.as_str().split('/').filter(|c| !c.is_empty()).collect::<Vec<_>>();
+            let comps: Vec<&str> = cur
+                .as_str()
+                .split('/')
+                .filter(|c| !c.is_empty())
+                .collect::<Vec<_>>();
             let mut changed = false;
             for (i, c) in comps.iter().enumerate() {
                 let next = resolved.join(c).ok()?;
@@ -415,13 +438,20 @@ mod tests {
     #[test]
     fn insert_creates_parents_and_children_are_direct_only() {
         let mut m = Manifest::new(7);
-        m.insert(p("/a/b/c"), Entry::file(b"x".to_vec(), 0o644, 7)).unwrap();
+        m.insert(p("/a/b/c"), Entry::file(b"x".to_vec(), 0o644, 7))
+            .unwrap();
         m.insert(p("/a/d"), Entry::symlink("b", 7)).unwrap();
         m.insert(p("/ab"), Entry::dir(0o700, 7)).unwrap();
         assert!(m.get(&p("/a/b")).is_some_and(|e| e.kind == Kind::Dir));
-        let kids: Vec<_> = m.children(&p("/a")).map(|(p, _)| p.as_str().to_string()).collect();
+        let kids: Vec<_> = m
+            .children(&p("/a"))
+            .map(|(p, _)| p.as_str().to_string())
+            .collect();
         assert_eq!(kids, ["/a/b", "/a/d"]);
-        let top: Vec<_> = m.children(&ImagePath::root()).map(|(p, _)| p.as_str()).collect();
+        let top: Vec<_> = m
+            .children(&ImagePath::root())
+            .map(|(p, _)| p.as_str())
+            .collect();
         assert_eq!(top, ["/a", "/ab"]);
         m.validate().unwrap();
     }
@@ -429,7 +459,8 @@ mod tests {
     #[test]
     fn replacing_a_dir_with_a_symlink_drops_its_subtree() {
         let mut m = Manifest::new(0);
-        m.insert(p("/lib/x/y"), Entry::file(vec![], 0o644, 0)).unwrap();
+        m.insert(p("/lib/x/y"), Entry::file(vec![], 0o644, 0))
+            .unwrap();
         m.insert(p("/lib"), Entry::symlink("usr/lib", 0)).unwrap();
         assert!(!m.contains(&p("/lib/x")));
         assert!(!m.contains(&p("/lib/x/y")));
@@ -440,17 +471,28 @@ mod tests {
     fn file_in_the_way_of_a_directory_is_an_error_naming_it() {
         let mut m = Manifest::new(0);
         m.insert(p("/etc"), Entry::file(vec![], 0o644, 0)).unwrap();
-        let err = m.insert(p("/etc/hostname"), Entry::file(vec![], 0o644, 0)).unwrap_err();
+        let err = m
+            .insert(p("/etc/hostname"), Entry::file(vec![], 0o644, 0))
+            .unwrap_err();
         assert!(err.to_string().contains("/etc is a file"), "{err}");
     }
 
     #[test]
     fn resolve_follows_merged_usr_symlinks() {
         let mut m = Manifest::new(0);
-        m.insert(p("/lib64"), Entry::symlink("usr/lib64", 0)).unwrap();
-        m.insert(p("/usr/lib64/ld.so"), Entry::symlink("../lib/x86_64/ld.so.2", 0)).unwrap();
-        m.insert(p("/usr/lib/x86_64/ld.so.2"), Entry::file(vec![1], 0o755, 0)).unwrap();
-        assert_eq!(m.resolve(&p("/lib64/ld.so")).unwrap().as_str(), "/usr/lib/x86_64/ld.so.2");
+        m.insert(p("/lib64"), Entry::symlink("usr/lib64", 0))
+            .unwrap();
+        m.insert(
+            p("/usr/lib64/ld.so"),
+            Entry::symlink("../lib/x86_64/ld.so.2", 0),
+        )
+        .unwrap();
+        m.insert(p("/usr/lib/x86_64/ld.so.2"), Entry::file(vec![1], 0o755, 0))
+            .unwrap();
+        assert_eq!(
+            m.resolve(&p("/lib64/ld.so")).unwrap().as_str(),
+            "/usr/lib/x86_64/ld.so.2"
+        );
         assert!(m.resolve(&p("/nope")).is_none());
         m.insert(p("/loop"), Entry::symlink("/loop", 0)).unwrap();
         assert!(m.resolve(&p("/loop")).is_none());
@@ -459,7 +501,8 @@ mod tests {
     #[test]
     fn validate_rejects_dangling_hardlink() {
         let mut m = Manifest::new(0);
-        m.insert(p("/h"), Entry::new(Kind::Hardlink(p("/missing")), 0o644, 0)).unwrap();
+        m.insert(p("/h"), Entry::new(Kind::Hardlink(p("/missing")), 0o644, 0))
+            .unwrap();
         assert!(m.validate().unwrap_err().to_string().contains("/missing"));
     }
 }

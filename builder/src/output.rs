@@ -43,18 +43,29 @@ pub struct Staging {
 impl Staging {
     /// Creates `<parent>/.<name>.tmp-<pid>` for `target`.
     pub fn new(target: &Path) -> Result<Staging> {
-        let parent = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
         let dir = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         if dir.exists() {
-            fs::remove_dir_all(&dir).with_context(|| format!("removing stale {}", dir.display()))?;
+            fs::remove_dir_all(&dir)
+                .with_context(|| format!("removing stale {}", dir.display()))?;
         }
         fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         if let Ok(mut v) = LIVE.lock() {
             v.push(dir.clone());
         }
-        Ok(Staging { dir, target: target.to_path_buf(), committed: false })
+        Ok(Staging {
+            dir,
+            target: target.to_path_buf(),
+            committed: false,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -78,7 +89,8 @@ impl Staging {
             if had_old {
                 let _ = fs::rename(&old, &self.target);
             }
-            return Err(e).with_context(|| format!("moving the new output into {}", self.target.display()));
+            return Err(e)
+                .with_context(|| format!("moving the new output into {}", self.target.display()));
         }
         self.committed = true;
         self.forget();
@@ -119,7 +131,11 @@ mod tests {
             fs::write(s.file("half"), "x").unwrap();
         } // dropped: failure path
         assert!(target.join("old").exists());
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "no staging left behind");
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no staging left behind"
+        );
         let s = Staging::new(&target).unwrap();
         fs::write(s.file("new"), "2").unwrap();
         s.commit().unwrap();

@@ -23,7 +23,9 @@ pub fn sha256_file(p: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("reading {}", p.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", p.display()))?;
         if n == 0 {
             break;
         }
@@ -34,7 +36,12 @@ pub fn sha256_file(p: &Path) -> Result<String> {
 
 fn cache_name(p: &LockedPackage) -> String {
     // Versions may hold ':' (epochs), which apt itself escapes as %3a in file names.
-    format!("{}_{}_{}.deb", p.name, p.version.replace(':', "%3a"), p.architecture)
+    format!(
+        "{}_{}_{}.deb",
+        p.name,
+        p.version.replace(':', "%3a"),
+        p.architecture
+    )
 }
 
 /// Makes sure every package is in `<cache>/debs/` with the locked hash; downloads what is
@@ -86,12 +93,16 @@ pub fn fetch(
                     p.sha256
                 );
             }
-            fs::rename(&got, &path).with_context(|| format!("moving {} into the cache", got.display()))?;
+            fs::rename(&got, &path)
+                .with_context(|| format!("moving {} into the cache", got.display()))?;
         }
         if let Some(b) = &bar {
             b.inc(p.size);
         }
-        out.push(Fetched { locked: p.clone(), path });
+        out.push(Fetched {
+            locked: p.clone(),
+            path,
+        });
     }
     if let Some(b) = bar {
         b.finish_and_clear();

@@ -56,7 +56,11 @@ impl Printer {
     /// Starts a named step; its duration is printed when [`Step::done`] is called.
     pub fn step(&self, name: &str) -> Step<'_> {
         tracing::debug!(step = name, "start");
-        Step { printer: self, name: name.to_string(), start: Instant::now() }
+        Step {
+            printer: self,
+            name: name.to_string(),
+            start: Instant::now(),
+        }
     }
 
     /// A line of information for the person at the terminal (not shown in quiet/json modes).
@@ -91,7 +95,11 @@ impl Step<'_> {
     pub fn done(self, detail: &str) -> Duration {
         let d = self.start.elapsed();
         tracing::info!(step = %self.name, secs = d.as_secs_f64(), "done");
-        self.printer.info(&format!("  {:<28} {:>7.2}s  {detail}", self.name, d.as_secs_f64()));
+        self.printer.info(&format!(
+            "  {:<28} {:>7.2}s  {detail}",
+            self.name,
+            d.as_secs_f64()
+        ));
         d
     }
 }

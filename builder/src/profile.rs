@@ -237,7 +237,8 @@ macro_rules! checked_string {
 checked_string!(Name, |s| {
     let ok = !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         && s.starts_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
@@ -249,22 +250,31 @@ checked_string!(Name, |s| {
 });
 
 checked_string!(Version, |s| {
-    if !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.~_".contains(c)) {
+    if !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.~_".contains(c))
+    {
         Ok(())
     } else {
-        Err(format!("invalid version {s:?}: use letters, digits and + - . ~ _ (e.g. \"1.2.0\")"))
+        Err(format!(
+            "invalid version {s:?}: use letters, digits and + - . ~ _ (e.g. \"1.2.0\")"
+        ))
     }
 });
 
 checked_string!(PackageName, |s| {
     // Debian policy 5.6.1: lower case letters, digits, + - . ; at least two characters.
     let ok = s.len() >= 2
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
         && s.starts_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid Debian package name {s:?}: lower-case letters, digits, '+', '-', '.'"))
+        Err(format!(
+            "invalid Debian package name {s:?}: lower-case letters, digits, '+', '-', '.'"
+        ))
     }
 });
 
@@ -272,7 +282,9 @@ checked_string!(Url, |s| {
     if s.starts_with("http://") || s.starts_with("https://") || s.starts_with("file:/") {
         Ok(())
     } else {
-        Err(format!("invalid mirror {s:?}: expected an http://, https:// or file:/ URL"))
+        Err(format!(
+            "invalid mirror {s:?}: expected an http://, https:// or file:/ URL"
+        ))
     }
 });
 
@@ -286,7 +298,9 @@ impl<'de> Deserialize<'de> for AbsPath {
                 "invalid image path {s:?}: must be absolute, like \"/usr/bin/containerd\""
             )));
         }
-        ImagePath::new(&s).map(AbsPath).map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+        ImagePath::new(&s)
+            .map(AbsPath)
+            .map_err(|e| serde::de::Error::custom(format!("{e:#}")))
     }
 }
 
@@ -343,7 +357,11 @@ pub fn load(path: &Path) -> Result<Profile> {
             );
         }
         if layers.iter().any(|l: &Layer| l.path == p) {
-            bail!("{}: `extends` cycle through {}", path.display(), p.display());
+            bail!(
+                "{}: `extends` cycle through {}",
+                path.display(),
+                p.display()
+            );
         }
         let raw = parse_file(&p)?;
         if let Some(ext) = &raw.extends {
@@ -387,7 +405,11 @@ pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error
         Some(span) => line_col(text, span.start),
         None => (1, 1),
     };
-    anyhow::anyhow!("{}:{line}:{col}: {}", path.display(), e.message().trim_end())
+    anyhow::anyhow!(
+        "{}:{line}:{col}: {}",
+        path.display(),
+        e.message().trim_end()
+    )
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -472,12 +494,17 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
     }
 
     let first = || top.display().to_string();
-    let name = image
-        .name
-        .map(|n| n.0)
-        .with_context(|| format!("{}: key `image.name` is required (e.g. name = \"berth-qemu\")", first()))?;
+    let name = image.name.map(|n| n.0).with_context(|| {
+        format!(
+            "{}: key `image.name` is required (e.g. name = \"berth-qemu\")",
+            first()
+        )
+    })?;
     let version = image.version.map(|v| v.0).with_context(|| {
-        format!("{}: key `image.version` is required (e.g. version = \"0.1.0\")", first())
+        format!(
+            "{}: key `image.version` is required (e.g. version = \"0.1.0\")",
+            first()
+        )
     })?;
     let source_date_epoch = image.source_date_epoch.map(|e| e.0).with_context(|| {
         format!(
@@ -498,7 +525,10 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
         ("disk.state-size", sizes.state, Bytes::mib(16)),
     ] {
         if v < min {
-            bail!("{}: key `{key}` = {v} is too small: at least {min}", first());
+            bail!(
+                "{}: key `{key}` = {v} is too small: at least {min}",
+                first()
+            );
         }
         if v.get() % crate::units::MIB != 0 {
             bail!("{}: key `{key}` = {v} must be a whole number of MiB (partitions are 1 MiB aligned)", first());
@@ -509,10 +539,15 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
         .binaries
         .map(|b| b.into_iter().map(|p| p.0).collect())
         .unwrap_or_else(|| {
-            ["/usr/bin/containerd", "/usr/bin/containerd-shim-runc-v2", "/usr/bin/ctr", "/usr/sbin/runc"]
-                .iter()
-                .filter_map(|p| ImagePath::new(p).ok())
-                .collect()
+            [
+                "/usr/bin/containerd",
+                "/usr/bin/containerd-shim-runc-v2",
+                "/usr/bin/ctr",
+                "/usr/sbin/runc",
+            ]
+            .iter()
+            .filter_map(|p| ImagePath::new(p).ok())
+            .collect()
         });
     let packages = runtime
         .packages
@@ -525,9 +560,17 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
     Ok(Profile {
         path: top.to_path_buf(),
         sources,
-        image: Image { name, version, source_date_epoch, hostname },
+        image: Image {
+            name,
+            version,
+            source_date_epoch,
+            hostname,
+        },
         debian: Debian {
-            suite: debian.suite.map(|s| s.0).unwrap_or_else(|| DEFAULT_SUITE.to_string()),
+            suite: debian
+                .suite
+                .map(|s| s.0)
+                .unwrap_or_else(|| DEFAULT_SUITE.to_string()),
             components: debian
                 .components
                 .map(|c| c.into_iter().map(|c| c.0).collect())
@@ -537,8 +580,13 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
             keyring: debian.keyring.map(|k| debian_keyring_dir.join(k)),
         },
         kernel: Kernel {
-            package: kernel.package.map(|p| p.0).unwrap_or_else(|| DEFAULT_KERNEL_PACKAGE.to_string()),
-            cmdline: kernel.cmdline.unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
+            package: kernel
+                .package
+                .map(|p| p.0)
+                .unwrap_or_else(|| DEFAULT_KERNEL_PACKAGE.to_string()),
+            cmdline: kernel
+                .cmdline
+                .unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
             modules: kernel.modules,
         },
         runtime: Runtime { packages, binaries },
@@ -551,10 +599,15 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
 
 fn validate_file(profile: &Path, dir: &Path, f: RawFile) -> Result<FileSpec> {
     let path = f.path.0;
-    let kinds = [f.source.is_some(), f.content.is_some(), f.symlink.is_some(), f.dir]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let kinds = [
+        f.source.is_some(),
+        f.content.is_some(),
+        f.symlink.is_some(),
+        f.dir,
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     if kinds > 1 {
         bail!(
             "{}: [[files]] entry for {path}: give only one of `source`, `content`, `symlink`, `dir = true`",
@@ -575,7 +628,10 @@ fn validate_file(profile: &Path, dir: &Path, f: RawFile) -> Result<FileSpec> {
         FileSource::Content(c)
     } else if let Some(t) = f.symlink {
         if t.is_empty() {
-            bail!("{}: [[files]] entry for {path}: `symlink` target is empty", profile.display());
+            bail!(
+                "{}: [[files]] entry for {path}: `symlink` target is empty",
+                profile.display()
+            );
         }
         FileSource::Symlink(t)
     } else if f.dir {
@@ -589,7 +645,13 @@ fn validate_file(profile: &Path, dir: &Path, f: RawFile) -> Result<FileSpec> {
         }
         FileSource::Attrs
     };
-    Ok(FileSpec { path, what, mode: f.mode.map(|m| m.0), uid: f.uid, gid: f.gid })
+    Ok(FileSpec {
+        path,
+        what,
+        mode: f.mode.map(|m| m.0),
+        uid: f.uid,
+        gid: f.gid,
+    })
 }
 
 #[cfg(test)]
@@ -626,7 +688,9 @@ source-date-epoch = 1700000000
     fn unknown_key_is_reported_with_line_and_column() {
         let d = tempfile::tempdir().unwrap();
         let text = format!("{MINIMAL}\n[disk]\nroot-szie = \"1GiB\"\n");
-        let e = load(&write(d.path(), "p.toml", &text)).unwrap_err().to_string();
+        let e = load(&write(d.path(), "p.toml", &text))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("p.toml:9:1:"), "{e}");
         assert!(e.contains("unknown field `root-szie`"), "{e}");
         assert!(e.contains("root-size"), "should list valid keys: {e}");
@@ -636,10 +700,14 @@ source-date-epoch = 1700000000
     fn wrong_type_is_reported_at_the_value() {
         let d = tempfile::tempdir().unwrap();
         let text = MINIMAL.replace("1700000000", "\"yesterday\"");
-        let e = load(&write(d.path(), "p.toml", &text)).unwrap_err().to_string();
+        let e = load(&write(d.path(), "p.toml", &text))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("p.toml:6:21:"), "{e}");
         let text = format!("{MINIMAL}\n[disk]\nroot-size = \"lots\"\n");
-        let e = load(&write(d.path(), "q.toml", &text)).unwrap_err().to_string();
+        let e = load(&write(d.path(), "q.toml", &text))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("q.toml:9:13:") && e.contains("512MiB"), "{e}");
     }
 
@@ -647,26 +715,43 @@ source-date-epoch = 1700000000
     fn bad_values_say_what_is_valid() {
         let d = tempfile::tempdir().unwrap();
         let text = MINIMAL.replace("name = \"t\"", "name = \"no spaces\"");
-        let e = load(&write(d.path(), "p.toml", &text)).unwrap_err().to_string();
+        let e = load(&write(d.path(), "p.toml", &text))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("invalid name") && e.contains("a-z"), "{e}");
         let text = format!("{MINIMAL}\n[[files]]\npath = \"/x\"\ncontent = \"\"\nmode = \"999\"\n");
-        let e = load(&write(d.path(), "p.toml", &text)).unwrap_err().to_string();
-        assert!(e.contains("invalid mode") && e.contains("p.toml:11:8:"), "{e}");
+        let e = load(&write(d.path(), "p.toml", &text))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("invalid mode") && e.contains("p.toml:11:8:"),
+            "{e}"
+        );
         let text = format!("{MINIMAL}\n[runtime]\nbinaries = [\"usr/bin/x\"]\n");
-        let e = load(&write(d.path(), "p.toml", &text)).unwrap_err().to_string();
+        let e = load(&write(d.path(), "p.toml", &text))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("must be absolute"), "{e}");
     }
 
     #[test]
     fn missing_schema_and_wrong_schema_are_errors() {
         let d = tempfile::tempdir().unwrap();
-        let e = load(&write(d.path(), "p.toml", &MINIMAL.replace("schema = 1", "")))
-            .unwrap_err()
-            .to_string();
+        let e = load(&write(
+            d.path(),
+            "p.toml",
+            &MINIMAL.replace("schema = 1", ""),
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("`schema` is missing"), "{e}");
-        let e = load(&write(d.path(), "p.toml", &MINIMAL.replace("schema = 1", "schema = 9")))
-            .unwrap_err()
-            .to_string();
+        let e = load(&write(
+            d.path(),
+            "p.toml",
+            &MINIMAL.replace("schema = 1", "schema = 9"),
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("schema 1") && e.contains("says 9"), "{e}");
     }
 
@@ -713,15 +798,22 @@ source-date-epoch = 1700000000
     fn missing_overlay_names_the_path_tried() {
         let d = tempfile::tempdir().unwrap();
         let text = format!("overlays = [\"ghost\"]\n{MINIMAL}");
-        let e = load(&write(d.path(), "p.toml", &text)).unwrap_err().to_string();
-        assert!(e.contains("overlay \"ghost\" not found") && e.contains("overlays/ghost"), "{e}");
+        let e = load(&write(d.path(), "p.toml", &text))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("overlay \"ghost\" not found") && e.contains("overlays/ghost"),
+            "{e}"
+        );
     }
 
     #[test]
     fn too_small_sizes_are_rejected() {
         let d = tempfile::tempdir().unwrap();
         let text = format!("{MINIMAL}\n[disk]\nesp-size = \"1MiB\"\n");
-        let e = load(&write(d.path(), "p.toml", &text)).unwrap_err().to_string();
+        let e = load(&write(d.path(), "p.toml", &text))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("disk.esp-size") && e.contains("at least"), "{e}");
     }
 }

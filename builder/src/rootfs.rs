@@ -45,16 +45,31 @@ const USRMERGE: &[&str] = &["bin", "lib", "lib64", "sbin"];
 
 /// Skeleton files from `rootfs/base/`, compiled in so the binary works from any directory.
 const BASE_FILES: &[(&str, &[u8])] = &[
-    ("/etc/containerd/config.toml", include_bytes!("../../rootfs/base/etc/containerd/config.toml")),
+    (
+        "/etc/containerd/config.toml",
+        include_bytes!("../../rootfs/base/etc/containerd/config.toml"),
+    ),
     ("/etc/group", include_bytes!("../../rootfs/base/etc/group")),
     ("/etc/hosts", include_bytes!("../../rootfs/base/etc/hosts")),
-    ("/etc/nsswitch.conf", include_bytes!("../../rootfs/base/etc/nsswitch.conf")),
-    ("/etc/passwd", include_bytes!("../../rootfs/base/etc/passwd")),
+    (
+        "/etc/nsswitch.conf",
+        include_bytes!("../../rootfs/base/etc/nsswitch.conf"),
+    ),
+    (
+        "/etc/passwd",
+        include_bytes!("../../rootfs/base/etc/passwd"),
+    ),
 ];
 
 /// Where the dynamic loader looks when a binary has no RUNPATH (Debian multiarch + fallbacks).
-const LIB_DIRS: &[&str] =
-    &["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib/x86_64-linux-gnu", "/lib64", "/lib"];
+const LIB_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/lib",
+];
 
 /// Where berth-init lives in the image; `/usr/sbin/init` and `berthctl` point at it.
 pub const INIT_PATH: &str = "/usr/sbin/berth-init";
@@ -100,8 +115,14 @@ pub fn usrmerge(p: &ImagePath) -> ImagePath {
 
 fn usrmerge_links(m: &mut Manifest, mtime: i64) -> Result<()> {
     for top in USRMERGE {
-        m.insert(ImagePath::new(&format!("/usr/{top}"))?, Entry::dir(0o755, mtime))?;
-        m.insert(ImagePath::new(top)?, Entry::symlink(format!("usr/{top}"), mtime))?;
+        m.insert(
+            ImagePath::new(&format!("/usr/{top}"))?,
+            Entry::dir(0o755, mtime),
+        )?;
+        m.insert(
+            ImagePath::new(top)?,
+            Entry::symlink(format!("usr/{top}"), mtime),
+        )?;
     }
     Ok(())
 }
@@ -143,7 +164,11 @@ fn chain(sys: &Manifest, path: &ImagePath) -> Option<Vec<(ImagePath, Entry)>> {
         let entry = sys.get(&here)?.clone();
         match &entry.kind {
             Kind::Symlink(t) => {
-                let next = if t.starts_with('/') { t.clone() } else { format!("{parent}/{t}") };
+                let next = if t.starts_with('/') {
+                    t.clone()
+                } else {
+                    format!("{parent}/{t}")
+                };
                 hops.push((here, entry.clone()));
                 cur = usrmerge(&normalize(&next)?);
             }
@@ -152,7 +177,13 @@ fn chain(sys: &Manifest, path: &ImagePath) -> Option<Vec<(ImagePath, Entry)>> {
                     Some(Kind::File(d)) => d.clone(),
                     _ => return None,
                 };
-                hops.push((here, Entry { kind: Kind::File(data), ..entry }));
+                hops.push((
+                    here,
+                    Entry {
+                        kind: Kind::File(data),
+                        ..entry
+                    },
+                ));
                 return Some(hops);
             }
             _ => {
@@ -196,12 +227,16 @@ fn add_with_closure(
         let hops = chain(sys, &path).with_context(|| {
             format!("{path} (needed by {why}) is not shipped by any fetched package ({packages})")
         })?;
-        let Some((real, last)) = hops.last().cloned() else { continue };
+        let Some((real, last)) = hops.last().cloned() else {
+            continue;
+        };
         for (p, e) in hops {
             selected.insert(p.clone(), owners.get(&p).cloned().unwrap_or_default());
             img.insert(p, e)?;
         }
-        let Kind::File(data) = &last.kind else { continue };
+        let Kind::File(data) = &last.kind else {
+            continue;
+        };
         if !elf::is_elf(data) {
             continue;
         }
@@ -214,7 +249,10 @@ fn add_with_closure(
             let dirs = deps
                 .runpath
                 .iter()
-                .map(|d| d.replace("$ORIGIN", origin.as_str()).replace("${ORIGIN}", origin.as_str()))
+                .map(|d| {
+                    d.replace("$ORIGIN", origin.as_str())
+                        .replace("${ORIGIN}", origin.as_str())
+                })
                 .chain(LIB_DIRS.iter().map(|s| s.to_string()));
             let found = dirs
                 .filter_map(|d| ImagePath::new(&format!("{d}/{lib}")).ok())
@@ -277,12 +315,18 @@ fn add_kernel(profile: &Profile, kernel: &PackageData, img: &mut Manifest) -> Re
     let mut matched = vec![false; profile.kernel.modules.as_ref().map_or(0, Vec::len)];
     for (p, e) in &kernel.entries {
         let p = usrmerge(p);
-        let Some(rel) = p.as_str().strip_prefix(&prefix) else { continue };
+        let Some(rel) = p.as_str().strip_prefix(&prefix) else {
+            continue;
+        };
         let is_module = rel.ends_with(".ko") || rel.ends_with(".ko.xz") || rel.ends_with(".ko.zst");
         if is_module {
             if let Some(pats) = &profile.kernel.modules {
-                let hits: Vec<usize> =
-                    pats.iter().enumerate().filter(|(_, pat)| glob_match(pat, rel)).map(|(i, _)| i).collect();
+                let hits: Vec<usize> = pats
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, pat)| glob_match(pat, rel))
+                    .map(|(i, _)| i)
+                    .collect();
                 if hits.is_empty() {
                     continue;
                 }
@@ -308,7 +352,11 @@ fn add_kernel(profile: &Profile, kernel: &PackageData, img: &mut Manifest) -> Re
     }
     let vmlinuz = moddir.join("vmlinuz")?;
     img.insert(vmlinuz.clone(), Entry::file(data.to_vec(), 0o644, 0))?;
-    Ok(KernelInfo { version, vmlinuz, modules })
+    Ok(KernelInfo {
+        version,
+        vmlinuz,
+        modules,
+    })
 }
 
 fn os_release(profile: &Profile) -> String {
@@ -336,7 +384,10 @@ fn add_overlay(dir: &Path, name: &str, img: &mut Manifest) -> Result<usize> {
         for e in names {
             let fname = e.file_name();
             let Some(fname) = fname.to_str() else {
-                bail!("overlay {name}: {} has a name that is not UTF-8", e.path().display());
+                bail!(
+                    "overlay {name}: {} has a name that is not UTF-8",
+                    e.path().display()
+                );
             };
             let ip = image.join(fname)?;
             let meta = fs::symlink_metadata(e.path())
@@ -371,16 +422,20 @@ fn apply_files(profile: &Profile, img: &mut Manifest) -> Result<()> {
         let mode = f.mode;
         let entry = match &f.what {
             FileSource::Source(src) => {
-                let data = fs::read(src).with_context(|| format!("[[files]] {}: reading {}", f.path, src.display()))?;
+                let data = fs::read(src)
+                    .with_context(|| format!("[[files]] {}: reading {}", f.path, src.display()))?;
                 Some(Entry::file(data, mode.unwrap_or(0o644), 0))
             }
-            FileSource::Content(c) => Some(Entry::file(c.as_bytes().to_vec(), mode.unwrap_or(0o644), 0)),
+            FileSource::Content(c) => {
+                Some(Entry::file(c.as_bytes().to_vec(), mode.unwrap_or(0o644), 0))
+            }
             FileSource::Symlink(t) => Some(Entry::symlink(t.clone(), 0)),
             FileSource::Dir => Some(Entry::dir(mode.unwrap_or(0o755), 0)),
             FileSource::Attrs => None,
         };
         if let Some(e) = entry {
-            img.insert(f.path.clone(), e).with_context(|| format!("[[files]] {}", f.path))?;
+            img.insert(f.path.clone(), e)
+                .with_context(|| format!("[[files]] {}", f.path))?;
         }
         let Some(e) = img.get_mut(&f.path) else {
             bail!(
@@ -429,22 +484,40 @@ pub fn assemble(
     if !elf::is_elf(init) {
         bail!("the init program is not an ELF executable");
     }
-    img.insert(ImagePath::new(INIT_PATH)?, Entry::file(init.to_vec(), 0o755, sde))?;
-    img.insert(ImagePath::new("/usr/sbin/init")?, Entry::symlink("berth-init", sde))?;
-    img.insert(ImagePath::new("/usr/bin/berthctl")?, Entry::symlink("../sbin/berth-init", sde))?;
+    img.insert(
+        ImagePath::new(INIT_PATH)?,
+        Entry::file(init.to_vec(), 0o755, sde),
+    )?;
+    img.insert(
+        ImagePath::new("/usr/sbin/init")?,
+        Entry::symlink("berth-init", sde),
+    )?;
+    img.insert(
+        ImagePath::new("/usr/bin/berthctl")?,
+        Entry::symlink("../sbin/berth-init", sde),
+    )?;
 
     for (p, data) in BASE_FILES {
         img.insert(ImagePath::new(p)?, Entry::file(data.to_vec(), 0o644, sde))?;
     }
-    img.insert(ImagePath::new("/etc/os-release")?, Entry::file(os_release(profile), 0o644, sde))?;
+    img.insert(
+        ImagePath::new("/etc/os-release")?,
+        Entry::file(os_release(profile), 0o644, sde),
+    )?;
     img.insert(
         ImagePath::new("/etc/hostname")?,
         Entry::file(format!("{}\n", profile.image.hostname), 0o644, sde),
     )?;
     // Written at boot (DHCP or provisioning) onto the writable /run.
-    img.insert(ImagePath::new("/etc/resolv.conf")?, Entry::symlink("../run/resolv.conf", sde))?;
+    img.insert(
+        ImagePath::new("/etc/resolv.conf")?,
+        Entry::symlink("../run/resolv.conf", sde),
+    )?;
     // Empty: berth-init derives the machine id on first boot and keeps it on the state partition.
-    img.insert(ImagePath::new("/etc/machine-id")?, Entry::file(Vec::new(), 0o444, sde))?;
+    img.insert(
+        ImagePath::new("/etc/machine-id")?,
+        Entry::file(Vec::new(), 0o444, sde),
+    )?;
 
     for o in &profile.overlays {
         add_overlay(&o.path, &o.name, &mut img)?;
@@ -456,7 +529,11 @@ pub fn assemble(
         e.mtime = sde;
     }
     img.validate()?;
-    Ok(RootfsManifest { manifest: img, kernel: kernel_info, selected })
+    Ok(RootfsManifest {
+        manifest: img,
+        kernel: kernel_info,
+        selected,
+    })
 }
 
 /// Shared data of every regular file, for writers and hashing (keeps `Arc` clones cheap).
@@ -477,7 +554,10 @@ mod tests {
 
     #[test]
     fn usrmerge_moves_top_level_dirs_only() {
-        assert_eq!(usrmerge(&p("/lib/x86_64-linux-gnu/libc.so.6")).as_str(), "/usr/lib/x86_64-linux-gnu/libc.so.6");
+        assert_eq!(
+            usrmerge(&p("/lib/x86_64-linux-gnu/libc.so.6")).as_str(),
+            "/usr/lib/x86_64-linux-gnu/libc.so.6"
+        );
         assert_eq!(usrmerge(&p("/lib64")).as_str(), "/usr/lib64");
         assert_eq!(usrmerge(&p("/library")).as_str(), "/library");
         assert_eq!(usrmerge(&p("/etc/lib")).as_str(), "/etc/lib");
@@ -485,7 +565,10 @@ mod tests {
 
     #[test]
     fn globs() {
-        assert!(glob_match("kernel/drivers/block/virtio_blk.ko", "kernel/drivers/block/virtio_blk.ko"));
+        assert!(glob_match(
+            "kernel/drivers/block/virtio_blk.ko",
+            "kernel/drivers/block/virtio_blk.ko"
+        ));
         assert!(glob_match("kernel/fs/*", "kernel/fs/overlayfs/overlay.ko"));
         assert!(glob_match("*virtio*", "kernel/drivers/net/virtio_net.ko"));
         assert!(!glob_match("kernel/fs/*", "kernel/net/x.ko"));
@@ -498,19 +581,42 @@ mod tests {
             name: "libc6".into(),
             version: "1".into(),
             entries: vec![
-                (p("/lib64/ld-linux-x86-64.so.2"), Entry::symlink("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", 0)),
-                (p("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"), Entry::file(b"ld".to_vec(), 0o755, 0)),
-                (p("/usr/lib/x86_64-linux-gnu/libz.so.1"), Entry::symlink("libz.so.1.2.13", 0)),
-                (p("/usr/lib/x86_64-linux-gnu/libz.so.1.2.13"), Entry::file(b"z".to_vec(), 0o644, 0)),
+                (
+                    p("/lib64/ld-linux-x86-64.so.2"),
+                    Entry::symlink("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", 0),
+                ),
+                (
+                    p("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
+                    Entry::file(b"ld".to_vec(), 0o755, 0),
+                ),
+                (
+                    p("/usr/lib/x86_64-linux-gnu/libz.so.1"),
+                    Entry::symlink("libz.so.1.2.13", 0),
+                ),
+                (
+                    p("/usr/lib/x86_64-linux-gnu/libz.so.1.2.13"),
+                    Entry::file(b"z".to_vec(), 0o644, 0),
+                ),
             ],
         };
         let (sys, owners) = sysroot(&[pkg]).unwrap();
         let hops = chain(&sys, &p("/lib64/ld-linux-x86-64.so.2")).unwrap();
         let paths: Vec<_> = hops.iter().map(|(p, _)| p.as_str()).collect();
-        assert_eq!(paths, ["/usr/lib64/ld-linux-x86-64.so.2", "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"]);
+        assert_eq!(
+            paths,
+            [
+                "/usr/lib64/ld-linux-x86-64.so.2",
+                "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+            ]
+        );
         let hops = chain(&sys, &p("/lib/x86_64-linux-gnu/libz.so.1")).unwrap();
         assert_eq!(hops.len(), 2);
-        assert_eq!(owners.get(&p("/usr/lib/x86_64-linux-gnu/libz.so.1.2.13")).unwrap(), "libc6");
+        assert_eq!(
+            owners
+                .get(&p("/usr/lib/x86_64-linux-gnu/libz.so.1.2.13"))
+                .unwrap(),
+            "libc6"
+        );
         assert!(chain(&sys, &p("/usr/lib/nothing")).is_none());
     }
 
@@ -524,9 +630,18 @@ mod tests {
             name: "host".into(),
             version: "0".into(),
             entries: vec![
-                (p("/usr/bin/true"), Entry::file(read("/usr/bin/true"), 0o755, 0)),
-                (p(&format!("{libc_dir}/libc.so.6")), Entry::file(read(&format!("{libc_dir}/libc.so.6")), 0o755, 0)),
-                (p("/lib64/ld-linux-x86-64.so.2"), Entry::symlink(format!("{libc_dir}/ld-linux-x86-64.so.2"), 0)),
+                (
+                    p("/usr/bin/true"),
+                    Entry::file(read("/usr/bin/true"), 0o755, 0),
+                ),
+                (
+                    p(&format!("{libc_dir}/libc.so.6")),
+                    Entry::file(read(&format!("{libc_dir}/libc.so.6")), 0o755, 0),
+                ),
+                (
+                    p("/lib64/ld-linux-x86-64.so.2"),
+                    Entry::symlink(format!("{libc_dir}/ld-linux-x86-64.so.2"), 0),
+                ),
                 (
                     p(&format!("{libc_dir}/ld-linux-x86-64.so.2")),
                     Entry::file(read(&format!("{libc_dir}/ld-linux-x86-64.so.2")), 0o755, 0),
@@ -536,7 +651,15 @@ mod tests {
         let (sys, owners) = sysroot(&[pkg]).unwrap();
         let mut img = Manifest::new(0);
         let mut sel = BTreeMap::new();
-        add_with_closure(&sys, &owners, &mut img, &mut sel, &p("/usr/bin/true"), "host").unwrap();
+        add_with_closure(
+            &sys,
+            &owners,
+            &mut img,
+            &mut sel,
+            &p("/usr/bin/true"),
+            "host",
+        )
+        .unwrap();
         assert!(img.contains(&p("/usr/lib/x86_64-linux-gnu/libc.so.6")));
         assert!(img.contains(&p("/usr/lib64/ld-linux-x86-64.so.2")));
         assert!(img.contains(&p("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")));
@@ -545,12 +668,25 @@ mod tests {
         let pkg = PackageData {
             name: "host".into(),
             version: "0".into(),
-            entries: vec![(p("/usr/bin/true"), Entry::file(read("/usr/bin/true"), 0o755, 0))],
+            entries: vec![(
+                p("/usr/bin/true"),
+                Entry::file(read("/usr/bin/true"), 0o755, 0),
+            )],
         };
         let (sys, owners) = sysroot(&[pkg]).unwrap();
-        let e = add_with_closure(&sys, &owners, &mut Manifest::new(0), &mut sel, &p("/usr/bin/true"), "host")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("/usr/bin/true") && (e.contains("libc.so.6") || e.contains("ld-linux")), "{e}");
+        let e = add_with_closure(
+            &sys,
+            &owners,
+            &mut Manifest::new(0),
+            &mut sel,
+            &p("/usr/bin/true"),
+            "host",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("/usr/bin/true") && (e.contains("libc.so.6") || e.contains("ld-linux")),
+            "{e}"
+        );
     }
 }

@@ -65,7 +65,9 @@ impl FromStr for Bytes {
             "T" | "TiB" | "TB" => 1024 * GIB,
             _ => return Err(bad()),
         };
-        n.checked_mul(mult).map(Bytes).ok_or_else(|| format!("size {s:?} is too large"))
+        n.checked_mul(mult)
+            .map(Bytes)
+            .ok_or_else(|| format!("size {s:?} is too large"))
     }
 }
 
@@ -100,9 +102,15 @@ mod tests {
         assert_eq!("1G".parse::<Bytes>().unwrap(), Bytes(GIB));
         assert_eq!("4096".parse::<Bytes>().unwrap(), Bytes(4096));
         assert_eq!("64 KiB".parse::<Bytes>().unwrap(), Bytes(64 * KIB));
-        assert!("12 parsecs".parse::<Bytes>().unwrap_err().contains("512MiB"));
+        assert!("12 parsecs"
+            .parse::<Bytes>()
+            .unwrap_err()
+            .contains("512MiB"));
         assert!("MiB".parse::<Bytes>().is_err());
-        assert!("99999999999999T".parse::<Bytes>().unwrap_err().contains("too large"));
+        assert!("99999999999999T"
+            .parse::<Bytes>()
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]

@@ -83,12 +83,26 @@ fn built() -> &'static Built {
         let cache = tmp.path().join("cache-a");
         let out = tmp.path().join("out-a");
         let o = berth(
-            &["build", "profiles/qemu.toml", "--out", out.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap()],
+            &[
+                "build",
+                "profiles/qemu.toml",
+                "--out",
+                out.to_str().unwrap(),
+                "--cache-dir",
+                cache.to_str().unwrap(),
+            ],
             &ws,
         );
         ok(&o, "berth build");
-        let manifest = serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
-        Built { _tmp: tmp, ws, cache, out, manifest }
+        let manifest =
+            serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
+        Built {
+            _tmp: tmp,
+            ws,
+            cache,
+            out,
+            manifest,
+        }
     })
 }
 
@@ -102,19 +116,37 @@ fn default_profile_builds_and_e2fsck_is_clean() {
     for f in ["root.ext4", "root.verity", "manifest.json"] {
         assert!(b.out.join(f).is_file(), "{f} missing");
     }
-    let o = Command::new("e2fsck").args(["-fn"]).arg(b.out.join("root.ext4")).output().unwrap();
+    let o = Command::new("e2fsck")
+        .args(["-fn"])
+        .arg(b.out.join("root.ext4"))
+        .output()
+        .unwrap();
     ok(&o, "e2fsck -fn root.ext4");
     // The manifest says what it holds, with the artifacts' real hashes.
     let m = &b.manifest;
     assert_eq!(m["image"]["name"], "berth-qemu");
     for f in ["root.ext4", "root.verity"] {
-        assert_eq!(m["artifacts"][f]["sha256"].as_str().unwrap(), sha256(&b.out.join(f)), "{f}");
+        assert_eq!(
+            m["artifacts"][f]["sha256"].as_str().unwrap(),
+            sha256(&b.out.join(f)),
+            "{f}"
+        );
     }
-    let names: Vec<&str> = m["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = m["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     for want in ["containerd", "runc", "libc6", "libseccomp2"] {
         assert!(names.contains(&want), "{want} not in {names:?}");
     }
-    assert!(names.iter().any(|n| n.starts_with("linux-image-") && n.ends_with("-cloud-amd64")), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("linux-image-") && n.ends_with("-cloud-amd64")),
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -136,34 +168,68 @@ fn every_manifest_file_reads_back_from_the_image() {
             continue;
         }
         let host = dump.path().join(path.trim_start_matches('/'));
-        let meta = fs::symlink_metadata(&host).unwrap_or_else(|e| panic!("{path}: not in the image: {e}"));
+        let meta =
+            fs::symlink_metadata(&host).unwrap_or_else(|e| panic!("{path}: not in the image: {e}"));
         let mode = u32::from_str_radix(f["mode"].as_str().unwrap(), 8).unwrap();
         match f["kind"].as_str().unwrap() {
             "file" => {
                 assert!(meta.is_file(), "{path}");
-                assert_eq!(sha256(&host), f["sha256"].as_str().unwrap(), "{path}: content");
+                assert_eq!(
+                    sha256(&host),
+                    f["sha256"].as_str().unwrap(),
+                    "{path}: content"
+                );
                 assert_eq!(meta.permissions().mode() & 0o7777, mode, "{path}: mode");
             }
             "dir" => {
                 assert!(meta.is_dir(), "{path}");
-                assert_eq!(meta.permissions().mode() & 0o7777, mode, "{path}: mode");
+                // rdump creates directories without setuid/setgid/sticky bits: read those from
+                // the inode itself.
+                assert_eq!(
+                    meta.permissions().mode() & 0o777,
+                    mode & 0o777,
+                    "{path}: mode"
+                );
+                if mode & 0o7000 != 0 {
+                    assert_eq!(
+                        debugfs_mode(&b.out.join("root.ext4"), path),
+                        mode,
+                        "{path}: mode"
+                    );
+                }
             }
             "symlink" => {
-                assert_eq!(fs::read_link(&host).unwrap().to_str().unwrap(), f["target"].as_str().unwrap(), "{path}");
+                assert_eq!(
+                    fs::read_link(&host).unwrap().to_str().unwrap(),
+                    f["target"].as_str().unwrap(),
+                    "{path}"
+                );
             }
             k => panic!("{path}: unexpected kind {k} in the default image"),
         }
         // rdump restores owners when run as root (CI is); as a user everything is the user's.
         if nix_is_root() {
-            assert_eq!(u64::from(meta.uid()), f["uid"].as_u64().unwrap(), "{path}: uid");
-            assert_eq!(u64::from(meta.gid()), f["gid"].as_u64().unwrap(), "{path}: gid");
+            assert_eq!(
+                u64::from(meta.uid()),
+                f["uid"].as_u64().unwrap(),
+                "{path}: uid"
+            );
+            assert_eq!(
+                u64::from(meta.gid()),
+                f["gid"].as_u64().unwrap(),
+                "{path}: gid"
+            );
         }
         checked += 1;
     }
     // Nothing in the image that the manifest does not list.
     let mut on_disk = 0;
     count(dump.path(), &mut on_disk);
-    assert_eq!(on_disk, checked + 1, "image holds entries manifest.json does not list (lost+found counts as 1)");
+    assert_eq!(
+        on_disk,
+        checked + 1,
+        "image holds entries manifest.json does not list (lost+found counts as 1)"
+    );
 }
 
 fn count(dir: &Path, n: &mut usize) {
@@ -176,8 +242,26 @@ fn count(dir: &Path, n: &mut usize) {
     }
 }
 
+/// The permission bits of `path` as `debugfs stat` prints them (`Mode:  01777`).
+fn debugfs_mode(image: &Path, path: &str) -> u32 {
+    let o = Command::new("debugfs")
+        .args(["-R", &format!("stat {path}")])
+        .arg(image)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mode = text
+        .split("Mode:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("debugfs prints Mode:");
+    u32::from_str_radix(mode, 8).unwrap() & 0o7777
+}
+
 fn nix_is_root() -> bool {
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 #[test]
@@ -203,40 +287,77 @@ fn image_holds_the_runtime_and_its_library_closure() {
     }
     let kver = b.manifest["kernel"]["version"].as_str().unwrap();
     assert!(has(&format!("/usr/lib/modules/{kver}/vmlinuz")));
-    assert!(has(&format!("/usr/lib/modules/{kver}/kernel/drivers/block/virtio_blk.ko")));
+    assert!(has(&format!(
+        "/usr/lib/modules/{kver}/kernel/drivers/block/virtio_blk.ko"
+    )));
     // Only what was asked for: no package manager, no shell, no docs.
-    for p in ["/usr/bin/apt", "/usr/bin/dpkg", "/bin/sh", "/usr/bin/bash", "/usr/share/doc"] {
+    for p in [
+        "/usr/bin/apt",
+        "/usr/bin/dpkg",
+        "/bin/sh",
+        "/usr/bin/bash",
+        "/usr/share/doc",
+    ] {
         assert!(!has(p), "{p} should not be in the image");
     }
-    let osr = files.iter().find(|f| f["path"] == "/etc/os-release").unwrap();
+    let osr = files
+        .iter()
+        .find(|f| f["path"] == "/etc/os-release")
+        .unwrap();
     assert!(osr["size"].as_u64().unwrap() > 0);
     // Every timestamp is SOURCE_DATE_EPOCH: debugfs shows the root inode's mtime.
-    let o = Command::new("debugfs").args(["-R", "stat /usr/bin/containerd"]).arg(b.out.join("root.ext4")).output().unwrap();
+    let o = Command::new("debugfs")
+        .args(["-R", "stat /usr/bin/containerd"])
+        .arg(b.out.join("root.ext4"))
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
     let sde = b.manifest["image"]["source-date-epoch"].as_i64().unwrap();
-    assert!(text.contains(&format!("mtime: 0x{sde:08x}")), "mtime is not SOURCE_DATE_EPOCH ({sde:#x}):\n{text}");
+    assert!(
+        text.contains(&format!("mtime: 0x{sde:08x}")),
+        "mtime is not SOURCE_DATE_EPOCH ({sde:#x}):\n{text}"
+    );
 }
 
 fn verity_verify(data: &Path, hash: &Path, root: &str) -> Output {
-    Command::new("veritysetup").arg("verify").arg(data).arg(hash).arg(root).output().unwrap()
+    Command::new("veritysetup")
+        .arg("verify")
+        .arg(data)
+        .arg(hash)
+        .arg(root)
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn veritysetup_verifies_and_one_flipped_byte_fails() {
     let b = built();
     let root = b.manifest["verity"]["roothash"].as_str().unwrap();
-    ok(&verity_verify(&b.out.join("root.ext4"), &b.out.join("root.verity"), root), "veritysetup verify");
+    ok(
+        &verity_verify(&b.out.join("root.ext4"), &b.out.join("root.verity"), root),
+        "veritysetup verify",
+    );
     // Flip one byte of a file's data in a copy of the image.
     let tmp = tempfile::tempdir().unwrap();
     let copy = tmp.path().join("root.ext4");
     fs::copy(b.out.join("root.ext4"), &copy).unwrap();
-    let o = Command::new("debugfs").args(["-R", "bmap /etc/os-release 0"]).arg(&copy).output().unwrap();
-    let block: u64 = String::from_utf8_lossy(&o.stdout).trim().parse().expect("bmap gives a block number");
+    let o = Command::new("debugfs")
+        .args(["-R", "bmap /etc/os-release 0"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let block: u64 = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .expect("bmap gives a block number");
     let mut img = fs::read(&copy).unwrap();
     img[(block * 4096) as usize] ^= 0x01;
     fs::write(&copy, &img).unwrap();
     let o = verity_verify(&copy, &b.out.join("root.verity"), root);
-    assert!(!o.status.success(), "veritysetup verify passed on a corrupted image");
+    assert!(
+        !o.status.success(),
+        "veritysetup verify passed on a corrupted image"
+    );
 }
 
 #[test]
@@ -246,12 +367,24 @@ fn second_build_with_other_cache_and_out_is_identical() {
     let cache = tmp.path().join("cache-b");
     let out = tmp.path().join("out-b");
     let o = berth(
-        &["build", "profiles/qemu.toml", "--out", out.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap(), "-q"],
+        &[
+            "build",
+            "profiles/qemu.toml",
+            "--out",
+            out.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "-q",
+        ],
         &b.ws,
     );
     ok(&o, "second berth build");
     for f in ["root.ext4", "root.verity", "manifest.json"] {
-        assert_eq!(sha256(&out.join(f)), sha256(&b.out.join(f)), "{f} differs between two builds");
+        assert_eq!(
+            sha256(&out.join(f)),
+            sha256(&b.out.join(f)),
+            "{f} differs between two builds"
+        );
     }
 }
 
@@ -261,19 +394,46 @@ fn warm_rebuild_reuses_the_cached_result_and_quiet_prints_only_paths() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out-c");
     let o = berth(
-        &["build", "profiles/qemu.toml", "--out", out.to_str().unwrap(), "--cache-dir", b.cache.to_str().unwrap(), "-q"],
+        &[
+            "build",
+            "profiles/qemu.toml",
+            "--out",
+            out.to_str().unwrap(),
+            "--cache-dir",
+            b.cache.to_str().unwrap(),
+            "-q",
+        ],
         &b.ws,
     );
     ok(&o, "warm build");
     let stdout = String::from_utf8_lossy(&o.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 3, "quiet mode prints the three result paths only: {stdout:?}");
+    assert_eq!(
+        lines.len(),
+        3,
+        "quiet mode prints the three result paths only: {stdout:?}"
+    );
     assert!(lines.iter().all(|l| Path::new(l).is_file()), "{lines:?}");
-    assert!(o.stderr.is_empty(), "quiet mode wrote to stderr: {}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(sha256(&out.join("root.ext4")), sha256(&b.out.join("root.ext4")));
+    assert!(
+        o.stderr.is_empty(),
+        "quiet mode wrote to stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        sha256(&out.join("root.ext4")),
+        sha256(&b.out.join("root.ext4"))
+    );
     // --json gives a document that says it was cached.
     let o = berth(
-        &["build", "profiles/qemu.toml", "--out", out.to_str().unwrap(), "--cache-dir", b.cache.to_str().unwrap(), "--json"],
+        &[
+            "build",
+            "profiles/qemu.toml",
+            "--out",
+            out.to_str().unwrap(),
+            "--cache-dir",
+            b.cache.to_str().unwrap(),
+            "--json",
+        ],
         &b.ws,
     );
     ok(&o, "json build");
@@ -298,24 +458,43 @@ fn fails_cleanly(b: &Built, profile: &Path, want: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let o = berth(
-        &["build", profile.to_str().unwrap(), "--out", out.to_str().unwrap(), "--cache-dir", b.cache.to_str().unwrap()],
+        &[
+            "build",
+            profile.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--cache-dir",
+            b.cache.to_str().unwrap(),
+        ],
         &b.ws,
     );
-    assert_eq!(o.status.code(), Some(1), "expected failure, got {}", o.status);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected failure, got {}",
+        o.status
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     for w in want {
         assert!(err.contains(w), "error should mention {w:?}:\n{err}");
     }
     assert!(!out.exists(), "a failed build left {}", out.display());
     let leftovers: Vec<_> = fs::read_dir(tmp.path()).unwrap().collect();
-    assert!(leftovers.is_empty(), "a failed build left files: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "a failed build left files: {leftovers:?}"
+    );
 }
 
 #[test]
 fn bad_input_unknown_key_and_wrong_type() {
     let b = built();
     let p = variant(b, "bad-key", "[disk]\nroot-szie = \"1GiB\"\n");
-    fails_cleanly(b, &p, &["bad-key.toml:4:1", "unknown field `root-szie`", "root-size"]);
+    fails_cleanly(
+        b,
+        &p,
+        &["bad-key.toml:4:1", "unknown field `root-szie`", "root-size"],
+    );
     let p = variant(b, "bad-type", "[image]\nsource-date-epoch = \"today\"\n");
     fails_cleanly(b, &p, &["bad-type.toml:4:21", "invalid type"]);
 }
@@ -323,7 +502,11 @@ fn bad_input_unknown_key_and_wrong_type() {
 #[test]
 fn bad_input_missing_package() {
     let b = built();
-    let p = variant(b, "bad-pkg", "[runtime]\npackages = [\"containerd\", \"berth-no-such-package\"]\n");
+    let p = variant(
+        b,
+        "bad-pkg",
+        "[runtime]\npackages = [\"containerd\", \"berth-no-such-package\"]\n",
+    );
     fails_cleanly(b, &p, &["\"berth-no-such-package\"", "runtime.packages"]);
 }
 
@@ -346,7 +529,15 @@ fn bad_input_lock_hash_mismatch() {
 fn bad_input_missing_overlay() {
     let b = built();
     let p = variant(b, "bad-overlay", "overlays = [\"no-such-overlay\"]\n");
-    fails_cleanly(b, &p, &["bad-overlay.toml", "overlay \"no-such-overlay\" not found", "overlays/no-such-overlay"]);
+    fails_cleanly(
+        b,
+        &p,
+        &[
+            "bad-overlay.toml",
+            "overlay \"no-such-overlay\" not found",
+            "overlays/no-such-overlay",
+        ],
+    );
 }
 
 #[test]
@@ -365,7 +556,15 @@ fn interrupted_build_leaves_previous_output_untouched() {
     fs::create_dir(&out).unwrap();
     fs::write(out.join("previous"), "keep me").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["build", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "--cache-dir", b.cache.to_str().unwrap(), "-q"])
+        .args([
+            "build",
+            p.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--cache-dir",
+            b.cache.to_str().unwrap(),
+            "-q",
+        ])
         .current_dir(&b.ws)
         .spawn()
         .unwrap();
@@ -379,15 +578,32 @@ fn interrupted_build_leaves_previous_output_untouched() {
         if let Some(s) = found {
             break s.path();
         }
-        assert!(std::time::Instant::now() < deadline, "build never started writing");
-        assert!(child.try_wait().unwrap().is_none(), "build ended before it could be interrupted");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "build never started writing"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "build ended before it could be interrupted"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "exit code after SIGINT");
     assert_eq!(fs::read_to_string(out.join("previous")).unwrap(), "keep me");
     assert_eq!(fs::read_dir(&out).unwrap().count(), 1);
-    assert!(!staging.exists(), "staging directory {} left behind", staging.display());
-    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1, "stray files beside the output");
+    assert!(
+        !staging.exists(),
+        "staging directory {} left behind",
+        staging.display()
+    );
+    assert_eq!(
+        fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "stray files beside the output"
+    );
 }
