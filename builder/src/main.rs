@@ -190,10 +190,7 @@ fn run(cli: Cli) -> Result<()> {
             if mode == Mode::Json {
                 printer.json(&doc);
             } else {
-                // TOML reads better for people; JSON values with nulls are dropped by the conversion.
-                let text = toml::to_string_pretty(&doc)
-                    .unwrap_or_else(|_| serde_json::to_string_pretty(&doc).unwrap_or_default());
-                printer.result(&text);
+                printer.result(&render_inspect(&p, lock.as_ref(), &lock_path, &doc));
             }
         }
         Command::Lock { profile, check } => {
@@ -227,6 +224,67 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `berth inspect` for people: the resolved profile as TOML, then packages, then the rootfs.
+fn render_inspect(
+    p: &profile::Profile,
+    lock: Option<&Lock>,
+    lock_path: &std::path::Path,
+    doc: &serde_json::Value,
+) -> String {
+    let mut out = String::from("# resolved profile (after extends, with defaults)\n");
+    match toml::to_string_pretty(p) {
+        Ok(t) => out.push_str(&t),
+        Err(_) => out.push_str(&serde_json::to_string_pretty(p).unwrap_or_default()),
+    }
+    out.push_str(&format!("\n# packages ({})\n", lock_path.display()));
+    match lock {
+        Some(l) => {
+            for pkg in &l.packages {
+                out.push_str(&format!(
+                    "{:<36} {:<28} {}\n",
+                    pkg.name, pkg.version, pkg.role
+                ));
+            }
+        }
+        None => {
+            out.push_str("(no lock yet: `berth lock` or the first `berth build` resolves them)\n")
+        }
+    }
+    out.push_str("\n# root filesystem\n");
+    out.push_str(&format!(
+        "runtime binaries (with their shared-library closure): {}\n",
+        p.runtime
+            .binaries
+            .iter()
+            .map(|b| b.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    out.push_str(&format!(
+        "kernel: {} (modules: {})\n",
+        p.kernel.package,
+        p.kernel
+            .modules
+            .as_ref()
+            .map_or("all".to_string(), |m| m.join(" "))
+    ));
+    out.push_str(&format!("init: {}\n", berth::rootfs::INIT_PATH));
+    for o in &p.overlays {
+        out.push_str(&format!("overlay {}: {}\n", o.name, o.path.display()));
+    }
+    for f in &p.files {
+        out.push_str(&format!("file {}: {:?}\n", f.path, f.what));
+    }
+    if let Some(entries) = doc["rootfs"]["entries"].as_array() {
+        out.push_str(&format!("\n# every entry ({})\n", entries.len()));
+        for e in entries {
+            out.push_str(e.as_str().unwrap_or_default());
+            out.push('\n');
+        }
+    }
+    out
 }
 
 fn main() -> ExitCode {

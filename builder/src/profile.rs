@@ -132,8 +132,11 @@ pub enum FileSource {
 #[derive(Clone, Copy, Debug, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct DiskSizes {
+    #[serde(rename = "root-size")]
     pub root: Bytes,
+    #[serde(rename = "esp-size")]
     pub esp: Bytes,
+    #[serde(rename = "state-size")]
     pub state: Bytes,
 }
 
