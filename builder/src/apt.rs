@@ -440,6 +440,21 @@ pub struct PackageIndex {
 pub enum Role {
     Kernel,
     Runtime,
+    /// The boot loader: one file is taken from it, nothing it depends on is needed.
+    Boot,
+    /// Packages container images are made of.
+    Image,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Kernel => "kernel",
+            Role::Runtime => "runtime",
+            Role::Boot => "boot",
+            Role::Image => "image",
+        }
+    }
 }
 
 impl PackageIndex {
@@ -480,21 +495,11 @@ impl PackageIndex {
     /// followed only through `linux-image-*` (metapackage -> versioned image): its other
     /// dependencies (kmod, initramfs-tools, linux-base) are tools for installing a kernel on a
     /// mutable system; berth builds the initramfs itself and the image never runs them.
-    pub fn resolve(&self, kernel: &str, runtime: &[String]) -> Result<Vec<(Role, IndexEntry)>> {
+    /// The boot loader package is taken alone. Image packages follow their dependencies like
+    /// the runtime's.
+    pub fn resolve(&self, roots: &[(Role, String, String)]) -> Result<Vec<(Role, IndexEntry)>> {
         let mut out: BTreeMap<String, (Role, IndexEntry)> = BTreeMap::new();
-        let mut queue: VecDeque<(Role, String, String)> = VecDeque::new();
-        queue.push_back((
-            Role::Kernel,
-            kernel.to_string(),
-            "the profile's kernel.package".into(),
-        ));
-        for r in runtime {
-            queue.push_back((
-                Role::Runtime,
-                r.clone(),
-                "the profile's runtime.packages".into(),
-            ));
-        }
+        let mut queue: VecDeque<(Role, String, String)> = roots.iter().cloned().collect();
         while let Some((role, name, why)) = queue.pop_front() {
             if out.contains_key(&name) {
                 continue;
@@ -508,7 +513,12 @@ impl PackageIndex {
                 continue;
             }
             for d in &e.depends {
-                if role == Role::Kernel && !d.starts_with("linux-image-") {
+                let follow = match role {
+                    Role::Kernel => d.starts_with("linux-image-"),
+                    Role::Boot => false,
+                    Role::Runtime | Role::Image => true,
+                };
+                if !follow {
                     continue;
                 }
                 queue.push_back((role, d.clone(), format!("{} {}", e.name, e.version)));
@@ -547,6 +557,22 @@ mod tests {
         assert_eq!(d[0].suites, ["bookworm", "bookworm-updates"]);
     }
 
+    fn roots(kernel: &str, runtime: &[&str]) -> Vec<(Role, String, String)> {
+        let mut r = vec![(
+            Role::Kernel,
+            kernel.to_string(),
+            "the profile's kernel.package".to_string(),
+        )];
+        for p in runtime {
+            r.push((
+                Role::Runtime,
+                p.to_string(),
+                "the profile's runtime.packages".to_string(),
+            ));
+        }
+        r
+    }
+
     fn entry(name: &str, version: &str, depends: &[&str]) -> IndexEntry {
         IndexEntry {
             name: name.into(),
@@ -582,7 +608,7 @@ mod tests {
         seccomp.provides = vec!["libseccomp".into()];
         idx.add(seccomp);
         let got = idx
-            .resolve("linux-image-cloud-amd64", &["containerd".into()])
+            .resolve(&roots("linux-image-cloud-amd64", &["containerd"]))
             .unwrap();
         let names: Vec<_> = got.iter().map(|(_, e)| e.name.as_str()).collect();
         assert_eq!(
@@ -608,7 +634,7 @@ mod tests {
         idx.add(entry("k", "1", &[]));
         idx.add(entry("containerd", "1.6", &["nosuchlib"]));
         let e = idx
-            .resolve("k", &["containerd".into()])
+            .resolve(&roots("k", &["containerd"]))
             .unwrap_err()
             .to_string();
         assert!(
@@ -616,7 +642,7 @@ mod tests {
             "{e}"
         );
         let e = idx
-            .resolve("k", &["cointainerd".into()])
+            .resolve(&roots("k", &["cointainerd"]))
             .unwrap_err()
             .to_string();
         assert!(

@@ -12,6 +12,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::apt::{self, Apt};
+use crate::gpt::Slot;
 use crate::lock::{self, Lock};
 use crate::manifest::{Kind, Manifest};
 use crate::packages::{self, sha256_file, Fetched};
@@ -19,7 +20,8 @@ use crate::printer::Printer;
 use crate::profile::{self, Profile};
 use crate::rootfs::{self, PackageData, RootfsManifest};
 use crate::units::Bytes;
-use crate::{deb, ext4, init, output, verity};
+use crate::{boot, containers, deb, ext4, init, output, verity};
+use std::sync::Arc;
 
 /// Bumped when a change to berth changes the bytes it writes, so old cached results are not reused.
 const CACHE_FORMAT: &str = "berth-build-v1";
@@ -27,6 +29,11 @@ const CACHE_FORMAT: &str = "berth-build-v1";
 pub const ROOT_IMAGE: &str = "root.ext4";
 pub const ROOT_VERITY: &str = "root.verity";
 pub const MANIFEST: &str = "manifest.json";
+pub const VMLINUZ: &str = "vmlinuz";
+pub const INITRD: &str = "initrd";
+pub const DISK: &str = "disk.raw";
+/// Every file a build writes, in the order they are listed.
+pub const ARTIFACTS: &[&str] = &[DISK, ROOT_IMAGE, ROOT_VERITY, VMLINUZ, INITRD, MANIFEST];
 
 pub struct BuildOptions {
     pub profile: PathBuf,
@@ -214,14 +221,14 @@ fn manifest_digest(m: &Manifest) -> [u8; 32] {
 }
 
 /// Packages -> RootfsManifest: fetch (or take from the cache) what the lock names, read the
-/// packages, assemble the root's manifest.
+/// packages, assemble the root's manifest. Also returns the boot loader (systemd-boot) binary.
 pub fn assemble_rootfs(
     profile: &Profile,
     lock: &Lock,
     cache_dir: &Path,
     init: &[u8],
     printer: &Printer,
-) -> Result<RootfsManifest> {
+) -> Result<(RootfsManifest, Arc<Vec<u8>>)> {
     let step = printer.step("fetch packages");
     let total: u64 = lock.packages.iter().map(|p| p.size).sum();
     let fetched = packages::fetch(
@@ -240,12 +247,21 @@ pub fn assemble_rootfs(
     ));
 
     let step = printer.step("assemble rootfs");
-    let kernel_names: Vec<&str> = lock.kernel_packages().map(|p| p.name.as_str()).collect();
-    let (kernel_pkgs, runtime_pkgs): (Vec<PackageData>, Vec<PackageData>) = datas
-        .into_iter()
-        .partition(|d| kernel_names.contains(&d.name.as_str()));
+    let mut by_role: BTreeMap<String, Vec<PackageData>> = BTreeMap::new();
+    for d in datas {
+        let role = lock
+            .packages
+            .iter()
+            .find(|p| p.name == d.name)
+            .map(|p| p.role.clone())
+            .unwrap_or_default();
+        by_role.entry(role).or_default().push(d);
+    }
+    let mut take = |r: &str| by_role.remove(r).unwrap_or_default();
+    let (kernel_pkgs, runtime_pkgs, boot_pkgs, image_pkgs) =
+        (take("kernel"), take("runtime"), take("boot"), take("image"));
     let kernel_pkg = kernel_pkgs
-        .into_iter()
+        .iter()
         .find(|d| {
             d.entries
                 .iter()
@@ -257,9 +273,19 @@ pub fn assemble_rootfs(
                 profile.kernel.package
             )
         })?;
-    let rootfs = rootfs::assemble(profile, &kernel_pkg, &runtime_pkgs, init)?;
-    drop(runtime_pkgs);
-    drop(kernel_pkg);
+    let mut rootfs = rootfs::assemble(profile, kernel_pkg, &runtime_pkgs, init)?;
+    boot::add_module_files(profile, &mut rootfs)?;
+    containers::add_containers(profile, &image_pkgs, &mut rootfs)?;
+    let boot_pkg = boot_pkgs
+        .iter()
+        .find(|d| d.name == profile.boot.package)
+        .with_context(|| {
+            format!(
+                "boot package {} was not fetched (is the lock current?)",
+                profile.boot.package
+            )
+        })?;
+    let loader = boot::systemd_boot_efi(&boot_pkg.entries, &boot_pkg.name)?;
     step.done(&format!(
         "{} entries, {} of files, kernel {}",
         rootfs.manifest.len(),
@@ -267,7 +293,7 @@ pub fn assemble_rootfs(
         rootfs.kernel.version
     ));
 
-    Ok(rootfs)
+    Ok((rootfs, loader))
 }
 
 pub fn build(opts: &BuildOptions, printer: &Printer) -> Result<BuildResult> {
@@ -293,18 +319,15 @@ pub fn build(opts: &BuildOptions, printer: &Printer) -> Result<BuildResult> {
     if !opts.no_cache && cache.join(MANIFEST).is_file() {
         let step = printer.step("reuse cached build");
         let staging = output::Staging::new(&out_dir)?;
-        for f in [ROOT_IMAGE, ROOT_VERITY, MANIFEST] {
-            fs::copy(cache.join(f), staging.file(f))
+        for f in ARTIFACTS {
+            copy_sparse_file(&cache.join(f), &staging.file(f))
                 .with_context(|| format!("copying cached {f}"))?;
         }
         let m: serde_json::Value = serde_json::from_slice(&fs::read(staging.file(MANIFEST))?)?;
         let out = staging.commit()?;
         step.done(&format!("inputs unchanged ({})", &key[..12]));
         return Ok(BuildResult {
-            artifacts: [ROOT_IMAGE, ROOT_VERITY, MANIFEST]
-                .iter()
-                .map(|f| out.join(f))
-                .collect(),
+            artifacts: ARTIFACTS.iter().map(|f| out.join(f)).collect(),
             out_dir: out,
             cached: true,
             roothash: m["verity"]["roothash"]
@@ -314,7 +337,7 @@ pub fn build(opts: &BuildOptions, printer: &Printer) -> Result<BuildResult> {
         });
     }
 
-    let rootfs = assemble_rootfs(&profile, &lock, &opts.cache_dir, &init, printer)?;
+    let (rootfs, loader) = assemble_rootfs(&profile, &lock, &opts.cache_dir, &init, printer)?;
 
     // Fail before writing anything if the root cannot fit its slot.
     let need = ext4::required_size(&rootfs.manifest, false);
@@ -382,18 +405,64 @@ pub fn build(opts: &BuildOptions, printer: &Printer) -> Result<BuildResult> {
     };
     step.done(&format!("roothash {}", hex::encode(vinfo.root_hash)));
 
-    let step = printer.step("manifest.json");
-    let verity_sha = sha256_file(&staging.file(ROOT_VERITY))?;
-    let manifest = manifest_json(
+    let step = printer.step("initramfs");
+    let (initrd, initrd_modules) = boot::initramfs(&profile, &rootfs, &init)?;
+    let vmlinuz = match rootfs.manifest.get(&rootfs.kernel.vmlinuz).map(|e| &e.kind) {
+        Some(Kind::File(d)) => d.clone(),
+        _ => bail!("the root has no kernel at {}", rootfs.kernel.vmlinuz),
+    };
+    fs::write(staging.file(INITRD), &initrd)?;
+    fs::write(staging.file(VMLINUZ), vmlinuz.as_slice())?;
+    step.done(&format!(
+        "{initrd_modules} modules, {}",
+        Bytes(initrd.len() as u64)
+    ));
+
+    let step = printer.step("disk.raw");
+    let ids = boot::PartUuids::derive(&profile.image.name, &vinfo.root_hash);
+    let roothash = hex::encode(vinfo.root_hash);
+    let cmdline = boot::cmdline(
         &profile,
-        &lock,
-        &rootfs,
-        &vinfo,
-        [
-            (ROOT_IMAGE, need, root_sha),
-            (ROOT_VERITY, vinfo.hash_size, verity_sha),
-        ],
+        Slot::A,
+        ids.root_a,
+        ids.verity_a,
+        ids.state,
+        &roothash,
     );
+    let esp = boot::esp_files(&profile, loader, vmlinuz, Arc::new(initrd), &cmdline);
+    let layout = boot::plan_disk(&profile, &ids)?;
+    boot::write_disk(
+        &staging.file(DISK),
+        &layout,
+        &esp,
+        &root_path,
+        &staging.file(ROOT_VERITY),
+        &profile,
+    )?;
+    step.done(&format!("{} (sparse)", layout.disk_size()));
+
+    let step = printer.step("manifest.json");
+    let mut sums = Vec::new();
+    for f in ARTIFACTS.iter().filter(|f| **f != MANIFEST) {
+        let p = staging.file(f);
+        sums.push((*f, fs::metadata(&p)?.len(), sha256_file(&p)?));
+    }
+    let mut manifest = manifest_json(&profile, &lock, &rootfs, &vinfo, &sums);
+    manifest["boot"] = json!({
+        "cmdline": cmdline,
+        "entry": boot::entry_name(Slot::A, profile.boot.tries),
+        "loader": profile.boot.package,
+        "initrd-modules": initrd_modules,
+    });
+    manifest["disk"] = json!({
+        "size": layout.disk_size().get(),
+        "guid": layout.disk_guid().to_string(),
+        "partitions": layout.partitions().iter().map(|p| json!({
+            "number": p.index, "name": p.name, "type": p.type_guid.to_string(),
+            "partuuid": p.guid.to_string(), "offset": p.offset().get(), "size": p.size().get(),
+            "attributes": format!("{:#x}", p.attributes),
+        })).collect::<Vec<_>>(),
+    });
     fs::write(
         staging.file(MANIFEST),
         serde_json::to_vec_pretty(&manifest)?,
@@ -409,22 +478,42 @@ pub fn build(opts: &BuildOptions, printer: &Printer) -> Result<BuildResult> {
     }
     let out = staging.commit()?;
     Ok(BuildResult {
-        artifacts: [ROOT_IMAGE, ROOT_VERITY, MANIFEST]
-            .iter()
-            .map(|f| out.join(f))
-            .collect(),
+        artifacts: ARTIFACTS.iter().map(|f| out.join(f)).collect(),
         out_dir: out,
         cached: false,
         roothash: hex::encode(vinfo.root_hash),
     })
 }
 
+/// Copies a file keeping it sparse (all-zero 1 MiB chunks become holes). `fs::copy` would write
+/// every zero of a disk image.
+fn copy_sparse_file(from: &Path, to: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut src = fs::File::open(from).with_context(|| format!("opening {}", from.display()))?;
+    let len = src.metadata()?.len();
+    let mut dst = fs::File::create(to).with_context(|| format!("creating {}", to.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().all(|b| *b == 0) {
+            dst.seek(std::io::SeekFrom::Current(n as i64))?;
+        } else {
+            dst.write_all(&buf[..n])?;
+        }
+    }
+    dst.set_len(len)?;
+    Ok(())
+}
+
 fn store_cache(cache: &Path, staged: &Path) -> Result<()> {
     let parent = cache.parent().context("cache path has no parent")?;
     fs::create_dir_all(parent)?;
     let tmp = tempfile::tempdir_in(parent)?;
-    for f in [ROOT_IMAGE, ROOT_VERITY, MANIFEST] {
-        fs::copy(staged.join(f), tmp.path().join(f))?;
+    for f in ARTIFACTS {
+        copy_sparse_file(&staged.join(f), &tmp.path().join(f))?;
     }
     let tmp = tmp.keep();
     if fs::rename(&tmp, cache).is_err() {
@@ -438,7 +527,7 @@ fn manifest_json(
     lock: &Lock,
     rootfs: &RootfsManifest,
     v: &verity::VerityInfo,
-    artifacts: [(&str, u64, String); 2],
+    artifacts: &[(&str, u64, String)],
 ) -> serde_json::Value {
     let files: Vec<serde_json::Value> = rootfs
         .manifest
@@ -502,8 +591,8 @@ fn manifest_json(
         },
         "sizes": {
             "root-slot": profile.disk.root.get(),
-            "root-filesystem": artifacts[0].1,
-            "root-verity": artifacts[1].1,
+            "root-filesystem": v.data_blocks * verity::BLOCK_SIZE,
+            "root-verity": v.hash_size,
             "content": rootfs.manifest.content_bytes(),
             "esp": profile.disk.esp.get(),
             "state": profile.disk.state.get(),

@@ -15,8 +15,9 @@ use crate::elf;
 /// Where this berth's source tree is (when run from a checkout), to build berth-init from.
 const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
-/// Returns the berth-init executable's bytes. Order: an explicit path (flag or profile), a static
-/// `berth-init` next to the running `berth`, else a build from the source tree into the cache.
+/// Returns the berth-init executable's bytes. Order: an explicit path (flag or profile); in a
+/// source tree, a build of rootfs/init into the cache; else a static `berth-init` installed next
+/// to the running `berth`.
 pub fn locate(explicit: Option<&Path>, cache_dir: &Path) -> Result<(PathBuf, Vec<u8>)> {
     if let Some(p) = explicit {
         let data = std::fs::read(p)
@@ -24,22 +25,24 @@ pub fn locate(explicit: Option<&Path>, cache_dir: &Path) -> Result<(PathBuf, Vec
         check_static(p, &data)?;
         return Ok((p.to_path_buf(), data));
     }
-    if let Some(p) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join("berth-init")))
-    {
-        if let Ok(data) = std::fs::read(&p) {
-            if check_static(&p, &data).is_ok() {
+    let ws = Path::new(WORKSPACE);
+    if !ws.join("rootfs/init/Cargo.toml").is_file() {
+        // An installed berth: take the static berth-init installed beside it.
+        if let Some(p) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("berth-init")))
+        {
+            if let Ok(data) = std::fs::read(&p) {
+                check_static(&p, &data)?;
                 return Ok((p, data));
             }
         }
-    }
-    let ws = Path::new(WORKSPACE);
-    if !ws.join("rootfs/init/Cargo.toml").is_file() {
         bail!(
-            "no berth-init found: pass --init PATH (a static berth-init), set `init.path` in the profile, or put a static berth-init next to the berth executable"
+            "no berth-init found: pass --init PATH (a static berth-init), set `init.path` in the profile, or install a static berth-init next to the berth executable"
         );
     }
+    // In a source tree, always build it (cargo makes this a no-op when nothing changed), so the
+    // image never carries a stale init.
     let target = cache_dir.join("init-build");
     Cmd::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .args([

@@ -45,27 +45,58 @@ pub fn path_for(profile: &Path) -> PathBuf {
     profile.with_extension("lock")
 }
 
-fn roots_of(p: &Profile) -> Vec<String> {
-    let mut r = vec![p.kernel.package.clone()];
-    r.extend(p.runtime.packages.iter().cloned());
+/// What the profile asks for, with the role and the key that asked (for error messages).
+fn root_requests(p: &Profile) -> Vec<(Role, String, String)> {
+    let mut r = vec![(
+        Role::Kernel,
+        p.kernel.package.clone(),
+        "the profile's kernel.package".to_string(),
+    )];
+    for pkg in &p.runtime.packages {
+        r.push((
+            Role::Runtime,
+            pkg.clone(),
+            "the profile's runtime.packages".to_string(),
+        ));
+    }
+    r.push((
+        Role::Boot,
+        p.boot.package.clone(),
+        "the profile's boot.package".to_string(),
+    ));
+    for c in &p.containers {
+        for pkg in &c.packages {
+            r.push((
+                Role::Image,
+                pkg.clone(),
+                format!("the profile's [[containers]] {:?}", c.name),
+            ));
+        }
+    }
     r
+}
+
+fn roots_of(p: &Profile) -> Vec<String> {
+    let mut seen = Vec::new();
+    for (_, name, _) in root_requests(p) {
+        if !seen.contains(&name) {
+            seen.push(name);
+        }
+    }
+    seen
 }
 
 impl Lock {
     /// Resolves the profile's packages against an index.
     pub fn resolve(profile: &Profile, index: &PackageIndex) -> Result<Lock> {
-        let resolved = index.resolve(&profile.kernel.package, &profile.runtime.packages)?;
+        let resolved = index.resolve(&root_requests(profile))?;
         let packages = resolved
             .into_iter()
             .map(|(role, e): (Role, IndexEntry)| LockedPackage {
                 name: e.name,
                 version: e.version,
                 architecture: e.arch,
-                role: match role {
-                    Role::Kernel => "kernel",
-                    Role::Runtime => "runtime",
-                }
-                .to_string(),
+                role: role.name().to_string(),
                 sha256: e.sha256.to_ascii_lowercase(),
                 size: e.size,
                 filename: e.filename,
@@ -156,6 +187,10 @@ impl Lock {
 
     pub fn runtime_packages(&self) -> impl Iterator<Item = &LockedPackage> {
         self.packages.iter().filter(|p| p.role == "runtime")
+    }
+
+    pub fn with_role<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a LockedPackage> + 'a {
+        self.packages.iter().filter(move |p| p.role == role)
     }
 }
 

@@ -78,6 +78,42 @@ enum Command {
         #[arg(long)]
         files: bool,
     },
+    /// Boot an image in QEMU with the serial console on this terminal (Ctrl-A X quits).
+    ///
+    /// UEFI (OVMF + systemd-boot) by default; --direct boots slot A's kernel and initrd without
+    /// firmware. The disk is a throw-away snapshot unless --persist. Networking is QEMU user
+    /// mode with restrict=on: the guest reaches nothing but the ports given with --forward.
+    /// Exits with QEMU's status when the guest powers off.
+    Run {
+        /// An image directory (out/<name>), a disk image (disk.raw, disk.qcow2) or a profile
+        /// (.toml: its default output directory).
+        #[arg(default_value = DEFAULT_PROFILE)]
+        image: PathBuf,
+        /// Boot the kernel and initrd directly (faster; skips firmware and boot loader).
+        #[arg(long)]
+        direct: bool,
+        /// With --direct: extra kernel command line (e.g. "berth.after-ready=poweroff").
+        #[arg(long, requires = "direct", value_name = "ARGS")]
+        append: Option<String>,
+        /// Write to the disk image instead of a snapshot.
+        #[arg(long)]
+        persist: bool,
+        /// Forward 127.0.0.1:HOST to the guest's port GUEST (TCP); repeatable.
+        #[arg(long, value_name = "HOST:GUEST", value_parser = parse_forward)]
+        forward: Vec<(u16, u16)>,
+        /// Guest memory in MiB.
+        #[arg(long, default_value_t = berth::qemu::DEFAULT_MEMORY_MIB)]
+        memory: u32,
+        /// Guest CPUs.
+        #[arg(long, default_value_t = berth::qemu::DEFAULT_CPUS)]
+        cpus: u32,
+        /// Also write the console to this file.
+        #[arg(long, value_name = "FILE")]
+        console_log: Option<PathBuf>,
+        /// Exit when the guest reboots instead of booting again.
+        #[arg(long)]
+        no_reboot: bool,
+    },
     /// Resolve the profile's packages to exact versions + SHA-256 and write the lock file.
     Lock {
         #[arg(default_value = DEFAULT_PROFILE)]
@@ -86,6 +122,17 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+}
+
+fn parse_forward(s: &str) -> Result<(u16, u16), String> {
+    let (h, g) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected HOST:GUEST ports, like 8080:80"))?;
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("{s:?}: {p:?} is not a port number (1-65535)"))
+    };
+    Ok((port(h)?, port(g)?))
 }
 
 fn cache_dir(g: &Global) -> PathBuf {
@@ -170,7 +217,7 @@ fn run(cli: Cli) -> Result<()> {
             if files {
                 let lock = build::lock_for(&p, &cache, &printer)?;
                 let (_, init) = berth::init::locate(p.init.path.as_deref(), &cache)?;
-                let rootfs = build::assemble_rootfs(&p, &lock, &cache, &init, &printer)?;
+                let (rootfs, _) = build::assemble_rootfs(&p, &lock, &cache, &init, &printer)?;
                 let list: Vec<_> = rootfs
                     .manifest
                     .iter()
@@ -191,6 +238,46 @@ fn run(cli: Cli) -> Result<()> {
                 printer.json(&doc);
             } else {
                 printer.result(&render_inspect(&p, lock.as_ref(), &lock_path, &doc));
+            }
+        }
+        Command::Run {
+            image,
+            direct,
+            append,
+            persist,
+            forward,
+            memory,
+            cpus,
+            console_log,
+            no_reboot,
+        } => {
+            let target = berth::run::resolve(&image)?;
+            let mut cfg = berth::qemu::VmConfig::new(&target.disk)?;
+            if direct {
+                cfg.boot = target.direct_boot(append.as_deref())?;
+            }
+            cfg.persist = persist;
+            cfg.forwards = forward;
+            cfg.memory_mib = memory;
+            cfg.cpus = cpus;
+            cfg.console_log = console_log;
+            cfg.no_reboot = no_reboot;
+            let work = tempfile::tempdir().context("creating a temporary directory")?;
+            let mut cmd = berth::qemu::command(&cfg, work.path())?;
+            printer.info(&format!(
+                "booting {} ({}, {:?}{}); Ctrl-A X quits",
+                target.disk.display(),
+                if direct { "direct kernel boot" } else { "UEFI" },
+                cfg.accel,
+                if persist {
+                    ", persistent"
+                } else {
+                    ", snapshot"
+                }
+            ));
+            let status = cmd.status().context("starting qemu-system-x86_64")?;
+            if !status.success() {
+                anyhow::bail!("QEMU exited with {status}");
             }
         }
         Command::Lock { profile, check } => {

@@ -30,6 +30,31 @@ pub const DEFAULT_ESP_SIZE: Bytes = Bytes::mib(256);
 pub const DEFAULT_STATE_SIZE: Bytes = Bytes::mib(256);
 /// Debian's component holding every package berth needs.
 pub const DEFAULT_COMPONENTS: &[&str] = &["main"];
+/// systemd-boot, from Debian: the boot loader on the ESP (boot counting, sort by version).
+pub const DEFAULT_BOOT_PACKAGE: &str = "systemd-boot-efi";
+/// Boot attempts a new entry gets before systemd-boot falls back to the other slot.
+pub const DEFAULT_BOOT_TRIES: u32 = 3;
+/// Modules the initramfs loads (dependencies are added): the virtio disk and NIC, dm-verity,
+/// and what the root, state and /etc overlay mounts need. Built-in ones are skipped.
+pub const DEFAULT_INITRD_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "dm_verity",
+    "ext4",
+    "overlay",
+];
+/// Modules the main stage loads: the ESP (vfat + code pages) for blessing boot entries, and
+/// container networking.
+pub const DEFAULT_MAIN_MODULES: &[&str] = &[
+    "vfat",
+    "nls_cp437",
+    "nls_ascii",
+    "nls_utf8",
+    "bridge",
+    "veth",
+    "br_netfilter",
+];
 /// Longest `extends` chain; deeper is almost surely a cycle or a mistake.
 const MAX_EXTENDS_DEPTH: usize = 8;
 
@@ -45,6 +70,8 @@ pub struct Profile {
     pub debian: Debian,
     pub kernel: Kernel,
     pub runtime: Runtime,
+    pub boot: Boot,
+    pub containers: Vec<Container>,
     pub init: Init,
     pub overlays: Vec<Overlay>,
     pub files: Vec<FileSpec>,
@@ -80,6 +107,35 @@ pub struct Kernel {
     pub cmdline: String,
     /// Module paths (relative to `/lib/modules/<version>/`, `*` wildcards) to keep; `None` keeps all.
     pub modules: Option<Vec<String>>,
+    /// Module names the initramfs loads (with dependencies).
+    pub initrd_modules: Vec<String>,
+    /// Module names the main stage loads.
+    pub load_modules: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Boot {
+    /// Debian package shipping systemd-boot (`systemd-bootx64.efi`).
+    pub package: String,
+    /// Tries a freshly written entry gets (boot counting); 0 disables counting.
+    pub tries: u32,
+    /// Seconds systemd-boot shows its menu.
+    pub timeout: u32,
+}
+
+/// An OCI image berth builds from Debian packages and bakes into the root, and the service
+/// that runs it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Container {
+    pub name: String,
+    /// Image reference, e.g. `localhost/berth/hello:0.1.0`.
+    pub image: String,
+    pub packages: Vec<String>,
+    pub command: Vec<String>,
+    /// Run once at boot and wait (true), or keep running, restarted when it exits (false).
+    pub oneshot: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -152,6 +208,8 @@ struct RawProfile {
     debian: Option<RawDebian>,
     kernel: Option<RawKernel>,
     runtime: Option<RawRuntime>,
+    boot: Option<RawBoot>,
+    containers: Option<Vec<RawContainer>>,
     init: Option<RawInit>,
     overlays: Option<Vec<String>>,
     files: Option<Vec<RawFile>>,
@@ -183,6 +241,27 @@ struct RawKernel {
     package: Option<PackageName>,
     cmdline: Option<String>,
     modules: Option<Vec<String>>,
+    initrd_modules: Option<Vec<ModuleName>>,
+    load_modules: Option<Vec<ModuleName>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawBoot {
+    package: Option<PackageName>,
+    tries: Option<u32>,
+    timeout: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawContainer {
+    name: Name,
+    image: Option<String>,
+    packages: Vec<PackageName>,
+    command: Vec<String>,
+    #[serde(default)]
+    oneshot: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -277,6 +356,19 @@ checked_string!(PackageName, |s| {
     } else {
         Err(format!(
             "invalid Debian package name {s:?}: lower-case letters, digits, '+', '-', '.'"
+        ))
+    }
+});
+
+checked_string!(ModuleName, |s| {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid kernel module name {s:?}: a module name like \"virtio_blk\" (no path, no .ko)"
         ))
     }
 });
@@ -431,6 +523,8 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
     let mut debian_keyring_dir = PathBuf::new();
     let mut kernel = RawKernel::default();
     let mut runtime = RawRuntime::default();
+    let mut boot = RawBoot::default();
+    let mut containers: Vec<RawContainer> = Vec::new();
     let mut init: Option<PathBuf> = None;
     let mut overlays: Vec<Overlay> = Vec::new();
     let mut files: Vec<FileSpec> = Vec::new();
@@ -459,10 +553,28 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
             kernel.package = k.package.or(kernel.package);
             kernel.cmdline = k.cmdline.or(kernel.cmdline);
             kernel.modules = k.modules.or(kernel.modules);
+            kernel.initrd_modules = k.initrd_modules.or(kernel.initrd_modules);
+            kernel.load_modules = k.load_modules.or(kernel.load_modules);
         }
         if let Some(r) = raw.runtime {
             runtime.packages = r.packages.or(runtime.packages);
             runtime.binaries = r.binaries.or(runtime.binaries);
+        }
+        if let Some(b) = raw.boot {
+            boot.package = b.package.or(boot.package);
+            boot.tries = b.tries.or(boot.tries);
+            boot.timeout = b.timeout.or(boot.timeout);
+        }
+        for c in raw.containers.unwrap_or_default() {
+            // A child's container of the same name replaces the base's.
+            containers.retain(|o| o.name.0 != c.name.0);
+            if c.command.is_empty() {
+                bail!("{}: [[containers]] {:?}: `command` is empty: give the program and its arguments", layer.path.display(), c.name.0);
+            }
+            if c.packages.is_empty() {
+                bail!("{}: [[containers]] {:?}: `packages` is empty: name the Debian packages the image is made of (e.g. [\"busybox-static\"])", layer.path.display(), c.name.0);
+            }
+            containers.push(c);
         }
         if let Some(i) = raw.init.and_then(|i| i.path) {
             init = Some(dir.join(i));
@@ -565,7 +677,7 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
         sources,
         image: Image {
             name,
-            version,
+            version: version.clone(),
             source_date_epoch,
             hostname,
         },
@@ -591,7 +703,40 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
                 .cmdline
                 .unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
             modules: kernel.modules,
+            initrd_modules: kernel
+                .initrd_modules
+                .map(|m| m.into_iter().map(|m| m.0.replace('-', "_")).collect())
+                .unwrap_or_else(|| {
+                    DEFAULT_INITRD_MODULES
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect()
+                }),
+            load_modules: kernel
+                .load_modules
+                .map(|m| m.into_iter().map(|m| m.0.replace('-', "_")).collect())
+                .unwrap_or_else(|| DEFAULT_MAIN_MODULES.iter().map(|s| s.to_string()).collect()),
         },
+        boot: Boot {
+            package: boot
+                .package
+                .map(|p| p.0)
+                .unwrap_or_else(|| DEFAULT_BOOT_PACKAGE.to_string()),
+            tries: boot.tries.unwrap_or(DEFAULT_BOOT_TRIES),
+            timeout: boot.timeout.unwrap_or(0),
+        },
+        containers: containers
+            .into_iter()
+            .map(|c| Container {
+                image: c
+                    .image
+                    .unwrap_or_else(|| format!("localhost/berth/{}:{}", c.name.0, version)),
+                name: c.name.0,
+                packages: c.packages.into_iter().map(|p| p.0).collect(),
+                command: c.command,
+                oneshot: c.oneshot,
+            })
+            .collect(),
         runtime: Runtime { packages, binaries },
         init: Init { path: init },
         overlays,

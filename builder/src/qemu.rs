@@ -1,0 +1,300 @@
+//! Booting berth images in QEMU: shared by `berth run` and the vm-tests.
+//!
+//! UEFI (OVMF) by default, or direct kernel boot; KVM only when it can work (the CPU shows
+//! vmx/svm and /dev/kvm opens), TCG otherwise; user-mode networking always with `restrict=on`,
+//! so a guest reaches nothing but the host ports it is given; the disk a throw-away snapshot
+//! unless asked otherwise.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd::find_tool;
+
+/// OVMF firmware pairs, most specific first (Debian's `ovmf` package ships all of these).
+const OVMF_PAIRS: &[(&str, &str)] = &[
+    (
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    ),
+    (
+        "/usr/share/OVMF/OVMF_CODE.fd",
+        "/usr/share/OVMF/OVMF_VARS.fd",
+    ),
+];
+/// Enough for containerd plus a few containers; TCG guests do not get faster with more.
+pub const DEFAULT_MEMORY_MIB: u32 = 1024;
+pub const DEFAULT_CPUS: u32 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+/// KVM only when the CPU advertises virtualisation *and* /dev/kvm can be opened: on machines
+/// where /dev/kvm exists without vmx/svm, QEMU would hang.
+pub fn detect_accel() -> Accel {
+    let cpu = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let has_virt = cpu
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    let opens = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if has_virt && opens {
+        Accel::Kvm
+    } else {
+        Accel::Tcg
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Boot {
+    /// OVMF -> systemd-boot on the ESP -> the slot's entry.
+    Uefi,
+    /// Kernel + initrd + command line given to QEMU directly.
+    Direct {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        cmdline: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+    Vmdk,
+}
+
+impl DiskFormat {
+    /// From the file's first bytes (qcow2 and vmdk magic), raw otherwise.
+    pub fn detect(path: &Path) -> Result<DiskFormat> {
+        use std::io::Read;
+        let mut magic = [0u8; 4];
+        let mut f = fs::File::open(path)
+            .with_context(|| format!("opening disk image {}", path.display()))?;
+        let n = f.read(&mut magic)?;
+        Ok(match &magic[..n] {
+            b"QFI\xfb" => DiskFormat::Qcow2,
+            b"KDMV" => DiskFormat::Vmdk,
+            _ => DiskFormat::Raw,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Vmdk => "vmdk",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    pub disk: PathBuf,
+    pub format: DiskFormat,
+    pub boot: Boot,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// Write to the disk image itself instead of a throw-away snapshot.
+    pub persist: bool,
+    /// (host port on 127.0.0.1, guest port) TCP forwards.
+    pub forwards: Vec<(u16, u16)>,
+    /// Where the serial console goes: `None` = this terminal (interactive), `Some` = a file
+    /// (tests) and nothing on the terminal.
+    pub console_file: Option<PathBuf>,
+    /// Also copy the interactive console to this file.
+    pub console_log: Option<PathBuf>,
+    /// Exit instead of rebooting when the guest reboots.
+    pub no_reboot: bool,
+    pub accel: Accel,
+}
+
+impl VmConfig {
+    pub fn new(disk: &Path) -> Result<VmConfig> {
+        Ok(VmConfig {
+            disk: disk.to_path_buf(),
+            format: DiskFormat::detect(disk)?,
+            boot: Boot::Uefi,
+            memory_mib: DEFAULT_MEMORY_MIB,
+            cpus: DEFAULT_CPUS,
+            persist: false,
+            forwards: Vec::new(),
+            console_file: None,
+            console_log: None,
+            no_reboot: false,
+            accel: detect_accel(),
+        })
+    }
+}
+
+/// Checks QEMU (and OVMF for UEFI boots) are installed, naming the Debian package otherwise.
+pub fn check_host(boot: &Boot) -> Result<PathBuf> {
+    let qemu = find_tool("qemu-system-x86_64")
+        .context("qemu-system-x86_64 is not installed: `apt-get install qemu-system-x86`")?;
+    if matches!(boot, Boot::Uefi) {
+        ovmf()?;
+    }
+    Ok(qemu)
+}
+
+fn ovmf() -> Result<(PathBuf, PathBuf)> {
+    OVMF_PAIRS
+        .iter()
+        .map(|(c, v)| (PathBuf::from(c), PathBuf::from(v)))
+        .find(|(c, v)| c.is_file() && v.is_file())
+        .context(
+            "UEFI firmware (OVMF) is not installed: `apt-get install ovmf` (or boot with --direct)",
+        )
+}
+
+/// The QEMU command for `cfg`. `work` is a directory for the firmware's writable variable store.
+pub fn command(cfg: &VmConfig, work: &Path) -> Result<Command> {
+    let qemu = check_host(&cfg.boot)?;
+    let mut c = Command::new(qemu);
+    c.args([
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-machine",
+        "q35",
+    ]);
+    match cfg.accel {
+        Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
+        Accel::Tcg => c.args(["-accel", "tcg", "-cpu", "max"]),
+    };
+    c.arg("-m")
+        .arg(cfg.memory_mib.to_string())
+        .arg("-smp")
+        .arg(cfg.cpus.to_string());
+    match &cfg.boot {
+        Boot::Uefi => {
+            let (code, vars) = ovmf()?;
+            let my_vars = work.join("OVMF_VARS.fd");
+            fs::copy(&vars, &my_vars)
+                .with_context(|| format!("copying {} to {}", vars.display(), my_vars.display()))?;
+            c.arg("-drive").arg(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                code.display()
+            ));
+            c.arg("-drive").arg(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                my_vars.display()
+            ));
+        }
+        Boot::Direct {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
+            c.arg("-kernel")
+                .arg(kernel)
+                .arg("-initrd")
+                .arg(initrd)
+                .arg("-append")
+                .arg(cmdline);
+        }
+    }
+    if cfg.disk.to_string_lossy().contains(',') {
+        bail!(
+            "disk path {} contains a comma, which QEMU's -drive cannot take",
+            cfg.disk.display()
+        );
+    }
+    c.arg("-drive").arg(format!(
+        "file={},if=virtio,format={},snapshot={},cache=unsafe",
+        cfg.disk.display(),
+        cfg.format.name(),
+        if cfg.persist { "off" } else { "on" }
+    ));
+    let mut net = "user,id=n0,restrict=on".to_string();
+    for (host, guest) in &cfg.forwards {
+        net.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+    }
+    c.args(["-netdev", &net, "-device", "virtio-net-pci,netdev=n0"]);
+    c.args(["-device", "virtio-rng-pci"]);
+    match (&cfg.console_file, &cfg.console_log) {
+        (Some(f), _) => {
+            c.arg("-chardev")
+                .arg(format!("file,id=con,path={}", f.display()));
+            c.args(["-serial", "chardev:con", "-monitor", "none"]);
+        }
+        (None, Some(log)) => {
+            c.arg("-chardev").arg(format!(
+                "stdio,id=con,mux=on,signal=on,logfile={}",
+                log.display()
+            ));
+            c.args([
+                "-serial",
+                "chardev:con",
+                "-mon",
+                "chardev=con,mode=readline",
+            ]);
+        }
+        (None, None) => {
+            c.args([
+                "-chardev",
+                "stdio,id=con,mux=on,signal=on",
+                "-serial",
+                "chardev:con",
+                "-mon",
+                "chardev=con,mode=readline",
+            ]);
+        }
+    }
+    if cfg.no_reboot {
+        c.arg("-no-reboot");
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_is_always_restricted_and_forwards_bind_loopback() {
+        let d = tempfile::tempdir().unwrap();
+        let disk = d.path().join("disk.raw");
+        fs::write(&disk, vec![0u8; 4096]).unwrap();
+        let mut cfg = VmConfig::new(&disk).unwrap();
+        cfg.boot = Boot::Direct {
+            kernel: "k".into(),
+            initrd: "i".into(),
+            cmdline: "c".into(),
+        };
+        cfg.forwards = vec![(2222, 22)];
+        cfg.accel = Accel::Tcg;
+        let Ok(c) = command(&cfg, d.path()) else {
+            return;
+        }; // no QEMU on this host
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let net = args.iter().find(|a| a.starts_with("user,")).unwrap();
+        assert!(net.contains("restrict=on"), "{net}");
+        assert!(net.contains("hostfwd=tcp:127.0.0.1:2222-:22"), "{net}");
+        assert!(args.iter().any(|a| a.contains("snapshot=on")));
+        assert!(args.windows(2).any(|w| w[0] == "-accel" && w[1] == "tcg"));
+    }
+
+    #[test]
+    fn formats_are_detected_by_magic() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x");
+        fs::write(&p, b"QFI\xfb....").unwrap();
+        assert_eq!(DiskFormat::detect(&p).unwrap(), DiskFormat::Qcow2);
+        fs::write(&p, b"\0\0\0\0").unwrap();
+        assert_eq!(DiskFormat::detect(&p).unwrap(), DiskFormat::Raw);
+    }
+}

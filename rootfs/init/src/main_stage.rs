@@ -1,0 +1,312 @@
+//! The main stage (README.md, "Stages"): PID 1 in the real root, top to bottom. Essential steps
+//! (filesystems, containerd) fail the boot; optional ones (network, a service, blessing) warn.
+
+use std::fs::{self, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use crate::cmdline::{self, Halt};
+use crate::initrd::{load_modules, mount};
+use crate::services::{self, Supervisor};
+use crate::shutdown::shutdown;
+use crate::{dm, esp, net, say, sys, warn, Ctx, Result};
+
+const SIGNALS: [libc::c_int; 4] = [sys::SIGCHLD, sys::SIGTERM, sys::SIGINT, sys::SIGUSR2];
+
+/// Makes fds 0-2 the console if the kernel could not open it for us (no /dev/console node in
+/// the initramfs before devtmpfs is mounted).
+pub fn ensure_console() {
+    if sys::fd_is_open(1) && sys::fd_is_open(2) {
+        return;
+    }
+    if let Ok(c) = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    {
+        for fd in 0..3 {
+            let _ = sys::dup2(c.as_raw_fd(), fd);
+        }
+    }
+}
+
+/// One line of /proc/self/mountinfo (proc(5)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mount {
+    pub devno: String,
+    pub mountpoint: String,
+    pub options: String,
+    pub fstype: String,
+    pub source: String,
+}
+
+/// Undoes mountinfo's octal escapes (`\040` is a space).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let (mut out, mut i) = (Vec::new(), 0);
+    while i < b.len() {
+        let oct = b
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(std::str::from_utf8(o).ok()?, 8).ok());
+        match (b[i], oct) {
+            (b'\\', Some(c)) => {
+                out.push(c);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let f: Vec<&str> = left.split(' ').collect();
+            let r: Vec<&str> = right.split(' ').collect();
+            Some(Mount {
+                devno: f.get(2)?.to_string(),
+                mountpoint: unescape(f.get(4)?),
+                options: f.get(5)?.to_string(),
+                fstype: r.first()?.to_string(),
+                source: unescape(r.get(1)?),
+            })
+        })
+        .collect()
+}
+
+pub fn mountinfo() -> Result<Vec<Mount>> {
+    Ok(parse_mountinfo(
+        &fs::read_to_string("/proc/self/mountinfo").ctx(|| "reading /proc/self/mountinfo")?,
+    ))
+}
+
+fn mounted_at(mounts: &[Mount], p: &str) -> Option<Mount> {
+    mounts.iter().rev().find(|m| m.mountpoint == p).cloned()
+}
+
+/// API filesystems not already there (the initrd moved /dev /proc /sys /run in; a direct boot
+/// would not have).
+fn mount_api() -> Result<()> {
+    if fs::metadata("/proc/self").is_err() {
+        mount(
+            "proc",
+            "/proc",
+            "proc",
+            sys::MS_NOSUID | sys::MS_NOEXEC | sys::MS_NODEV,
+            "",
+        )?;
+    }
+    let (nosuid, noexec, nodev) = (sys::MS_NOSUID, sys::MS_NOEXEC, sys::MS_NODEV);
+    for (src, target, fstype, flags, data) in [
+        ("sysfs", "/sys", "sysfs", nosuid | noexec | nodev, ""),
+        ("devtmpfs", "/dev", "devtmpfs", nosuid, "mode=0755"),
+        ("tmpfs", "/run", "tmpfs", nosuid | nodev, "mode=0755"),
+        (
+            "cgroup2",
+            "/sys/fs/cgroup",
+            "cgroup2",
+            nosuid | noexec | nodev,
+            "nsdelegate",
+        ),
+        (
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            nosuid | noexec,
+            "gid=5,mode=0620,ptmxmode=0666",
+        ),
+        ("tmpfs", "/dev/shm", "tmpfs", nosuid | nodev, "mode=1777"),
+        ("tmpfs", "/tmp", "tmpfs", nosuid | nodev, "mode=1777"),
+    ] {
+        if mounted_at(&mountinfo()?, target).is_none() {
+            let _ = fs::create_dir_all(target);
+            mount(src, target, fstype, flags, data)?;
+        }
+    }
+    Ok(())
+}
+
+/// `root ro=.. verity=.. device=..` from mountinfo and the device-mapper table.
+fn root_line(mounts: &[Mount]) -> String {
+    let Some(root) = mounted_at(mounts, "/") else {
+        return "root ro=unknown verity=unknown device=unknown".into();
+    };
+    let ro = root.options.split(',').any(|o| o == "ro");
+    let dm_name = fs::read_to_string(format!("/sys/dev/block/{}/dm/name", root.devno));
+    let verity = match dm_name {
+        Ok(n) => match dm::target_types(n.trim()) {
+            Ok(t) => t.iter().any(|t| t == "verity"),
+            Err(e) => {
+                warn!("{e}");
+                false
+            }
+        },
+        Err(_) => false,
+    };
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    format!(
+        "root ro={} verity={} device={}",
+        yn(ro),
+        yn(verity),
+        root.source
+    )
+}
+
+/// `state size=<bytes of the /var device> boot-count=<n>`.
+fn state_line(mounts: &[Mount]) -> String {
+    let size = mounted_at(mounts, "/var")
+        .and_then(|m| fs::read_to_string(format!("/sys/dev/block/{}/size", m.devno)).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or("unknown".into(), |s| (s * 512).to_string());
+    let count = crate::read_trim("/var/lib/berth/boot-count").unwrap_or_else(|_| "unknown".into());
+    format!("state size={size} boot-count={count}")
+}
+
+/// /etc/machine-id is empty in the image; the first boot makes one and the /etc overlay
+/// (upper on the state partition) keeps it.
+fn machine_id() -> Result<()> {
+    let p = "/etc/machine-id";
+    if fs::read_to_string(p)
+        .map(|s| s.trim().len() == 32)
+        .unwrap_or(false)
+    {
+        return Ok(());
+    }
+    let id = crate::read_trim("/proc/sys/kernel/random/uuid")?.replace('-', "");
+    fs::write(p, format!("{id}\n")).ctx(|| format!("writing {p}"))
+}
+
+fn version(c: &cmdline::Cmdline) -> String {
+    c.version.clone().unwrap_or_else(|| {
+        fs::read_to_string("/etc/os-release")
+            .ok()
+            .and_then(|t| {
+                t.lines().find_map(|l| {
+                    l.strip_prefix("IMAGE_VERSION=")
+                        .map(|v| v.trim_matches('"').to_string())
+                })
+            })
+            .unwrap_or_else(|| "unknown".into())
+    })
+}
+
+pub fn run() -> Result<()> {
+    // Queue the shutdown signals and SIGCHLD for the main loop (children get a clean mask).
+    sys::block_signals(&SIGNALS).ctx(|| "sigprocmask(SIG_BLOCK)")?;
+    mount_api()?;
+    ensure_console();
+    if let Err(e) = sys::disable_cad() {
+        warn!("reboot(RB_DISABLE_CAD): {e}");
+    }
+    let c = cmdline::read()?;
+    let mounts = mountinfo()?;
+    say!("{}", root_line(&mounts));
+    say!("{}", state_line(&mounts));
+
+    match crate::read_trim("/etc/hostname") {
+        Ok(h) if !h.is_empty() => sys::sethostname(&h).ctx(|| format!("sethostname {h:?}"))?,
+        _ => {}
+    }
+    machine_id()?;
+    net::loopback_up()?;
+    // resolv.conf lives in /run (DHCP writes it); /etc/resolv.conf must exist for
+    // `ctr run --net-host`, which bind-mounts it into containers.
+    let _ = fs::write("/run/resolv.conf", "");
+    if fs::symlink_metadata("/etc/resolv.conf").is_err() {
+        if let Err(e) = std::os::unix::fs::symlink("../run/resolv.conf", "/etc/resolv.conf") {
+            warn!("symlink /etc/resolv.conf -> ../run/resolv.conf: {e}");
+        }
+    }
+    match net::first_ethernet() {
+        None => warn!("no ethernet interface; continuing without a network"),
+        Some(nic) => match net::dhcp(&nic) {
+            Ok(l) => say!(
+                "network {nic} address={} router={}",
+                fmt_ip(l.addr),
+                fmt_ip(l.router)
+            ),
+            Err(e) => warn!("{e}; continuing without a network"),
+        },
+    }
+    match load_modules("/etc/berth/modules") {
+        Ok(n) => say!("modules loaded n={n}"),
+        Err(e) => warn!("{e}"),
+    }
+
+    let mut sup = Supervisor::default();
+    let v = services::start_containerd(&mut sup)?;
+    say!("containerd version={v}");
+    services::import_images("/usr/share/berth/images");
+    let text = fs::read_to_string("/etc/berth/services").unwrap_or_default();
+    let (list, warnings) = services::parse_services(&text);
+    for w in warnings {
+        warn!("{w}");
+    }
+    services::start_services(&mut sup, &list);
+
+    match (c.state, c.slot.as_deref()) {
+        (Some(state), Some(slot)) => match esp::bless(state, slot) {
+            Ok(Some((old, new))) => say!("blessed {old} -> {new}"),
+            Ok(None) => {}
+            Err(e) => warn!("blessing the boot entry: {e}"),
+        },
+        _ => warn!("berth.state or berth.slot missing from the kernel command line; not blessing"),
+    }
+    say!(
+        "ready slot={} version={}",
+        c.slot.as_deref().unwrap_or("unknown"),
+        version(&c)
+    );
+
+    if let Some(how) = c.after_ready {
+        shutdown(how, &mut sup);
+    }
+    loop {
+        match sys::wait_signal(&SIGNALS, Duration::from_secs(1)) {
+            Some(sys::SIGUSR2) => shutdown(Halt::Poweroff, &mut sup),
+            Some(sys::SIGTERM | sys::SIGINT) => shutdown(Halt::Reboot, &mut sup),
+            _ => {}
+        }
+        sup.reap();
+        sup.tick();
+    }
+}
+
+fn fmt_ip(a: Option<std::net::Ipv4Addr>) -> String {
+    a.map_or("none".into(), |a| a.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mountinfo() {
+        let text = "\
+22 1 254:0 / / ro,relatime shared:1 - ext4 /dev/mapper/root ro\n\
+23 22 0:5 / /dev rw,nosuid master:2 - devtmpfs devtmpfs rw,size=4k\n\
+30 22 254:6 / /var rw,relatime - ext4 /dev/vda6 rw\n\
+31 22 0:40 / /etc rw - overlay overlay rw,lowerdir=/sysroot/etc\n\
+40 22 0:41 / /mnt/with\\040space rw - tmpfs tmp\\040fs rw\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 5);
+        let root = mounted_at(&m, "/").unwrap();
+        assert_eq!(
+            (
+                root.devno.as_str(),
+                root.source.as_str(),
+                root.fstype.as_str()
+            ),
+            ("254:0", "/dev/mapper/root", "ext4")
+        );
+        assert!(root.options.split(',').any(|o| o == "ro"));
+        assert_eq!(m[4].mountpoint, "/mnt/with space");
+        assert_eq!(m[4].source, "tmp fs");
+        assert_eq!(mounted_at(&m, "/var").unwrap().devno, "254:6");
+    }
+}

@@ -1,0 +1,398 @@
+//! containerd and the container services: the one door to subprocesses (`command`), the
+//! supervisor that restarts long-running children with backoff, image import, oneshots.
+//!
+//! PID 1 reaps every child with waitpid(-1) in its main loop, so long-running children are
+//! tracked by pid here, never as `std::process::Child` (whose status the reaper would steal).
+//! Short commands run with `Command::status()/output()`, which wait for their own pid: the
+//! init is single-threaded, so the reaper never runs meanwhile.
+
+use std::fs::{self, OpenOptions};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{fail, say, sys, warn, Ctx, Result};
+
+const CONTAINERD: &str = "/usr/bin/containerd";
+const CTR: &str = "/usr/bin/ctr";
+const SOCKET: &str = "/run/containerd/containerd.sock";
+const NAMESPACE: &str = "berth";
+/// containerd under TCG takes several seconds to start; 60 s is far beyond a healthy start.
+const CONTAINERD_WAIT: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// PID 1 starts with no PATH; containerd finds runc and its shim through this one.
+const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Every subprocess starts here: clean environment, stdin from /dev/null.
+pub fn command(prog: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(prog);
+    c.args(args)
+        .env_clear()
+        .env("PATH", PATH)
+        .stdin(Stdio::null());
+    c
+}
+
+fn ctr(args: &[&str]) -> Command {
+    let mut v = vec!["-n", NAMESPACE];
+    v.extend_from_slice(args);
+    command(CTR, &v)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Oneshot,
+    Daemon,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub kind: Kind,
+    pub image: String,
+    pub args: Vec<String>,
+}
+
+impl Service {
+    fn run_args(&self) -> Vec<String> {
+        let mut v = vec![
+            "-n".into(),
+            NAMESPACE.into(),
+            "run".into(),
+            "--rm".into(),
+            "--net-host".into(),
+        ];
+        v.extend([self.image.clone(), self.name.clone()]);
+        v.extend(self.args.iter().cloned());
+        v
+    }
+}
+
+/// /etc/berth/services: `name TAB oneshot|daemon TAB image TAB args` (args space-separated;
+/// blank and `#` lines skipped). Bad lines become warnings, not a failed boot.
+pub fn parse_services(text: &str) -> (Vec<Service>, Vec<String>) {
+    let (mut out, mut warnings) = (Vec::new(), Vec::new());
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = line.splitn(4, '\t').collect();
+        let kind = match f.get(1) {
+            Some(&"oneshot") => Some(Kind::Oneshot),
+            Some(&"daemon") => Some(Kind::Daemon),
+            _ => None,
+        };
+        match (f.first(), kind, f.get(2)) {
+            (Some(name), Some(kind), Some(image)) if !name.is_empty() && !image.is_empty() => out.push(Service {
+                name: name.to_string(),
+                kind,
+                image: image.to_string(),
+                args: f.get(3).map(|a| a.split(' ').filter(|s| !s.is_empty()).map(String::from).collect()).unwrap_or_default(),
+            }),
+            _ => warnings.push(format!(
+                "/etc/berth/services line {}: {line:?} is not `name<TAB>oneshot|daemon<TAB>image[<TAB>args]`; skipped",
+                n + 1
+            )),
+        }
+    }
+    (out, warnings)
+}
+
+/// A long-running child, restarted with backoff when it exits.
+struct Proc {
+    label: String,
+    prog: String,
+    args: Vec<String>,
+    log: Option<String>,
+    pid: Option<i32>,
+    restarts: u32,
+    next_start: Option<Instant>,
+}
+
+#[derive(Default)]
+pub struct Supervisor {
+    procs: Vec<Proc>,
+    stopping: bool,
+}
+
+/// 1 s, 2 s, 4 s ... capped at 30 s.
+pub fn backoff(restarts: u32) -> Duration {
+    Duration::from_secs(1u64 << restarts.min(5)).min(MAX_BACKOFF)
+}
+
+fn describe(status: i32) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let s = std::process::ExitStatus::from_raw(status);
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("status={c}"),
+        (_, Some(sig)) => format!("signal={sig}"),
+        _ => format!("wait status {status:#x}"),
+    }
+}
+
+impl Supervisor {
+    /// Adds and starts a child; stdout/stderr go to `log` (appended) or the console.
+    fn add(&mut self, label: &str, prog: &str, args: Vec<String>, log: Option<&str>) -> Result<()> {
+        self.procs.push(Proc {
+            label: label.into(),
+            prog: prog.into(),
+            args,
+            log: log.map(String::from),
+            pid: None,
+            restarts: 0,
+            next_start: None,
+        });
+        let i = self.procs.len() - 1;
+        self.start(i)
+    }
+
+    fn start(&mut self, i: usize) -> Result<()> {
+        let p = &mut self.procs[i];
+        let args: Vec<&str> = p.args.iter().map(String::as_str).collect();
+        let mut c = command(&p.prog, &args);
+        if let Some(log) = &p.log {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .ctx(|| format!("opening {log}"))?;
+            let f2 = f
+                .try_clone()
+                .ctx(|| format!("duplicating the fd of {log}"))?;
+            c.stdout(f).stderr(f2);
+        }
+        let child = c
+            .spawn()
+            .ctx(|| format!("starting {} ({})", p.label, p.prog))?;
+        p.pid = Some(child.id() as i32);
+        p.next_start = None;
+        Ok(())
+    }
+
+    /// A child was reaped: if it is one of ours, schedule its restart.
+    pub fn exited(&mut self, pid: i32, status: i32) {
+        let stopping = self.stopping;
+        let Some(p) = self.procs.iter_mut().find(|p| p.pid == Some(pid)) else {
+            return;
+        };
+        p.pid = None;
+        if stopping {
+            return;
+        }
+        let delay = backoff(p.restarts);
+        p.restarts += 1;
+        p.next_start = Some(Instant::now() + delay);
+        warn!(
+            "{} exited {}; restarting in {}s",
+            p.label,
+            describe(status),
+            delay.as_secs()
+        );
+    }
+
+    /// Restarts whatever is due.
+    pub fn tick(&mut self) {
+        for i in 0..self.procs.len() {
+            if self.procs[i]
+                .next_start
+                .is_some_and(|t| t <= Instant::now())
+            {
+                if self.procs[i].label.starts_with("service ") {
+                    // A killed `ctr run --rm` may leave its container behind; a restart would
+                    // then fail with "already exists".
+                    let name = self.procs[i].args[6].clone();
+                    let _ = ctr(&["containers", "rm", &name])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                }
+                if let Err(e) = self.start(i) {
+                    warn!("{e}");
+                    self.procs[i].next_start = Some(Instant::now() + MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Reaps exited children (ours restart later, orphans just vanish).
+    pub fn reap(&mut self) {
+        while let Ok(Some((pid, status))) = sys::reap_any() {
+            self.exited(pid, status);
+        }
+    }
+
+    /// Stops everything in reverse start order: SIGTERM, then up to `each` for it to exit.
+    pub fn stop_all(&mut self, each: Duration) {
+        self.stopping = true;
+        for i in (0..self.procs.len()).rev() {
+            let Some(pid) = self.procs[i].pid else {
+                continue;
+            };
+            if let Err(e) = sys::kill(pid, sys::SIGTERM) {
+                warn!("kill -TERM {pid} ({}): {e}", self.procs[i].label);
+            }
+            let start = Instant::now();
+            while self.procs[i].pid.is_some() && start.elapsed() < each {
+                std::thread::sleep(Duration::from_millis(50));
+                self.reap();
+            }
+            if self.procs[i].pid.is_some() {
+                warn!(
+                    "{} did not stop within {}s",
+                    self.procs[i].label,
+                    each.as_secs()
+                );
+            }
+        }
+    }
+}
+
+/// Starts containerd (supervised, logging to /var/log/containerd.log) and waits until it
+/// answers; returns its version.
+pub fn start_containerd(sup: &mut Supervisor) -> Result<String> {
+    sup.add(
+        "containerd",
+        CONTAINERD,
+        vec![],
+        Some("/var/log/containerd.log"),
+    )?;
+    let start = Instant::now();
+    let mut last = String::from("its socket never appeared");
+    while start.elapsed() < CONTAINERD_WAIT {
+        sup.reap();
+        sup.tick();
+        if fs::metadata(SOCKET).is_ok() {
+            match command(CTR, &["version"]).output() {
+                Ok(o) if o.status.success() => {
+                    let text = String::from_utf8_lossy(&o.stdout);
+                    return Ok(server_version(&text).unwrap_or_else(|| "unknown".into()));
+                }
+                Ok(o) => {
+                    last = format!("ctr version: {}", String::from_utf8_lossy(&o.stderr).trim())
+                }
+                Err(e) => last = format!("running {CTR} version: {e}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    fail!(
+        "waiting {}s for containerd to answer on {SOCKET}: {last} (see /var/log/containerd.log)",
+        CONTAINERD_WAIT.as_secs()
+    )
+}
+
+/// The `Version:` under `Server:` in `ctr version` output.
+fn server_version(text: &str) -> Option<String> {
+    let server = text.split_once("Server:")?.1;
+    let line = server
+        .lines()
+        .find(|l| l.trim_start().starts_with("Version:"))?;
+    Some(
+        line.trim_start()
+            .trim_start_matches("Version:")
+            .trim()
+            .to_string(),
+    )
+}
+
+/// Imports every /usr/share/berth/images/*.tar, in name order. Failures are loud warnings: a
+/// service whose image is missing will fail in turn and say so.
+pub fn import_images(dir: &str) {
+    let mut tars: Vec<String> = fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.path().to_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    tars.retain(|p| p.ends_with(".tar"));
+    tars.sort();
+    for tar in tars {
+        match ctr(&["images", "import", &tar]).output() {
+            Ok(o) if o.status.success() => say!("imported {tar}"),
+            Ok(o) => warn!(
+                "ctr images import {tar} failed ({}): {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => warn!("running {CTR} images import {tar}: {e}"),
+        }
+    }
+}
+
+/// Runs the services in file order: oneshots to completion, daemons supervised.
+pub fn start_services(sup: &mut Supervisor, services: &[Service]) {
+    for s in services {
+        let args = s.run_args();
+        match s.kind {
+            Kind::Oneshot => {
+                let a: Vec<&str> = args.iter().map(String::as_str).collect();
+                match command(CTR, &a).status() {
+                    Ok(st) => say!("service {} exited status={}", s.name, exit_code(st)),
+                    Err(e) => warn!("service {}: running {CTR}: {e}", s.name),
+                }
+            }
+            Kind::Daemon => {
+                if let Err(e) = sup.add(&format!("service {}", s.name), CTR, args, None) {
+                    warn!("service {}: {e}", s.name);
+                }
+            }
+        }
+    }
+}
+
+/// The exit code, or 128 + the signal number, as shells report it.
+fn exit_code(st: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    st.code().or(st.signal().map(|s| 128 + s)).unwrap_or(-1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_services_file() {
+        let (s, w) = parse_services(
+            "# comment\n\nhello\toneshot\tdocker.io/library/hello:1\t/bin/echo hi  there\n\
+             web\tdaemon\tlocal/web:2\nbad line\nx\tsometimes\timg\n",
+        );
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].kind, Kind::Oneshot);
+        assert_eq!(s[0].args, ["/bin/echo", "hi", "there"]);
+        assert_eq!(
+            s[0].run_args(),
+            [
+                "-n",
+                "berth",
+                "run",
+                "--rm",
+                "--net-host",
+                "docker.io/library/hello:1",
+                "hello",
+                "/bin/echo",
+                "hi",
+                "there"
+            ]
+        );
+        assert_eq!(
+            (s[1].name.as_str(), s[1].kind, s[1].args.len()),
+            ("web", Kind::Daemon, 0)
+        );
+        assert_eq!(s[1].run_args()[6], "web");
+        assert_eq!(w.len(), 2);
+        assert!(w[0].contains("line 5"), "{w:?}");
+    }
+
+    #[test]
+    fn versions_backoff_and_statuses() {
+        let out = "Client:\n  Version:  1.6.20~ds1\n  Revision: x\n\nServer:\n  Version:  1.6.21\n  UUID: u\n";
+        assert_eq!(server_version(out).as_deref(), Some("1.6.21"));
+        assert_eq!(server_version("Client:\n Version: 1\n"), None);
+        let secs: Vec<u64> = (0..8).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(describe(3 << 8), "status=3");
+        assert_eq!(describe(9), "signal=9");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(exit_code(std::process::ExitStatus::from_raw(15)), 143);
+    }
+}

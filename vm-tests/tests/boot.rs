@@ -1,0 +1,220 @@
+//! Boot the test image (profiles/test.toml) in QEMU and judge what the guest reports.
+//!
+//! Under TCG each boot takes tens of seconds, so each test checks everything one boot can show.
+
+use std::fs;
+use std::time::Duration;
+
+use berth::qemu::{Boot, VmConfig};
+use berth_vm_tests::{test_image, Guest, READY_DIRECT, READY_UEFI, SHUTDOWN};
+
+fn ready_line(img: &berth_vm_tests::Image) -> String {
+    format!(
+        "berth: ready slot=a version={}",
+        img.manifest["image"]["version"].as_str().unwrap()
+    )
+}
+
+#[test]
+fn direct_boot_runs_containerd_and_the_baked_container_then_powers_off_cleanly() {
+    let img = test_image();
+    let mut cfg = VmConfig::new(&img.disk()).unwrap();
+    cfg.boot = img.direct("berth.after-ready=poweroff").unwrap();
+    let mut g = Guest::start("direct-boot", cfg).unwrap();
+    let ready = ready_line(img);
+    g.wait_for(&ready, READY_DIRECT).unwrap();
+    // The root is the dm-verity device, read-only.
+    let root = g.wait_for("berth: root ", Duration::from_secs(1)).unwrap();
+    assert!(
+        root.contains("ro=yes") && root.contains("verity=yes"),
+        "{root}"
+    );
+    // containerd answered `ctr version`, and the baked container ran and printed its marker.
+    g.wait_for("berth: containerd version=", Duration::from_secs(1))
+        .unwrap();
+    g.wait_for(
+        "berth-test-marker:hello-from-a-container",
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let svc = g
+        .wait_for("berth: service hello exited", Duration::from_secs(1))
+        .unwrap();
+    assert!(svc.ends_with("status=0"), "{svc}");
+    // Clean poweroff: services stopped, filesystems unmounted, QEMU exits, no panic.
+    g.wait_for("berth: unmounted", SHUTDOWN).unwrap();
+    let st = g.wait_exit(SHUTDOWN).unwrap();
+    assert!(st.success(), "QEMU exit status {st}");
+    let console = g.console();
+    assert!(
+        !console.contains("Kernel panic"),
+        "kernel panic on the console"
+    );
+    assert!(
+        !console.contains("berth: FATAL"),
+        "berth-init reported a fatal error"
+    );
+}
+
+#[test]
+fn uefi_boot_through_systemd_boot_reaches_ready_and_blesses_the_entry() {
+    let img = test_image();
+    let work = tempfile::tempdir().unwrap();
+    let disk = img.disk_copy(work.path()).unwrap();
+    let mut cfg = VmConfig::new(&disk).unwrap();
+    cfg.boot = Boot::Uefi;
+    cfg.persist = true;
+    let mut g = Guest::start("uefi-boot", cfg).unwrap();
+    g.wait_for(&ready_line(img), READY_UEFI).unwrap();
+    let blessed = g
+        .wait_for("berth: blessed", Duration::from_secs(1))
+        .unwrap();
+    assert!(
+        blessed.contains("berth-a+") && blessed.ends_with("-> berth-a.conf"),
+        "{blessed}"
+    );
+    drop(g);
+    // The ESP on the disk now holds the blessed entry and not the counting one.
+    let layout = berth::gpt::read(&mut fs::File::open(&disk).unwrap()).unwrap();
+    let esp = layout.esp();
+    let mut f = fs::File::open(&disk).unwrap();
+    use std::io::{Seek, SeekFrom};
+    f.seek(SeekFrom::Start(esp.offset().get())).unwrap();
+    let files = berth::fat::read_dir_tree(&mut f).unwrap();
+    let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.ends_with("loader/entries/berth-a.conf")),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.contains("berth-a+")), "{names:?}");
+}
+
+#[test]
+fn state_grows_on_first_boot_and_persists_across_reboots() {
+    let img = test_image();
+    let work = tempfile::tempdir().unwrap();
+    let disk = img.disk_copy(work.path()).unwrap();
+    // Enlarge the disk by 512 MiB before the first boot, as a cloud volume bigger than the
+    // image would be.
+    let f = fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    let before = f.metadata().unwrap().len();
+    f.set_len(before + (512 << 20)).unwrap();
+    drop(f);
+    let boot = |name: &str| {
+        let mut cfg = VmConfig::new(&disk).unwrap();
+        cfg.boot = img.direct("berth.after-ready=poweroff").unwrap();
+        cfg.persist = true;
+        let mut g = Guest::start(name, cfg).unwrap();
+        g.wait_for(&ready_line(img), READY_DIRECT).unwrap();
+        let st = g.wait_exit(SHUTDOWN).unwrap();
+        assert!(st.success(), "{name}: QEMU exit status {st}");
+        g.console()
+    };
+    let first = boot("state-first-boot");
+    assert!(
+        first.contains("berth: initrd: state grown from"),
+        "no growth reported on the first boot"
+    );
+    let state_line = first
+        .lines()
+        .find(|l| l.contains("berth: state size="))
+        .unwrap()
+        .to_string();
+    assert!(state_line.contains("boot-count=1"), "{state_line}");
+    // The partition now ends at the end of the disk (within the backup GPT and 1 MiB alignment).
+    let layout = berth::gpt::read(&mut fs::File::open(&disk).unwrap()).unwrap();
+    let state = layout.state();
+    let end = state.offset().get() + state.size().get();
+    assert!(
+        end + (2 << 20) >= before + (512 << 20),
+        "state ends at {end}, disk is {}",
+        before + (512 << 20)
+    );
+    let size: u64 = state_line
+        .split("size=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        size > (512 << 20),
+        "state filesystem was not grown: {size} bytes"
+    );
+    let v = std::process::Command::new("sgdisk")
+        .arg("-v")
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&v.stdout).contains("No problems found"),
+        "sgdisk -v: {}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+
+    let second = boot("state-second-boot");
+    assert!(
+        !second.contains("state grown"),
+        "grew again on the second boot"
+    );
+    let line = second
+        .lines()
+        .find(|l| l.contains("berth: state size="))
+        .unwrap();
+    assert!(
+        line.contains("boot-count=2"),
+        "/var did not persist: {line}"
+    );
+}
+
+#[test]
+fn corrupted_root_fails_loudly_instead_of_booting() {
+    let img = test_image();
+    let work = tempfile::tempdir().unwrap();
+    let disk = img.disk_copy(work.path()).unwrap();
+    // Flip one byte of berth-init's data inside partition root-a (the switch to the real root
+    // must read it).
+    let bmap = std::process::Command::new("debugfs")
+        .args(["-R", "bmap /usr/sbin/berth-init 0"])
+        .arg(img.dir.join("root.ext4"))
+        .output()
+        .unwrap();
+    let block: u64 = String::from_utf8_lossy(&bmap.stdout)
+        .trim()
+        .parse()
+        .expect("debugfs bmap block");
+    let part = img.manifest["disk"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "root-a")
+        .unwrap();
+    let off = part["offset"].as_u64().unwrap() + block * 4096 + 100;
+    {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&disk)
+            .unwrap();
+        let mut b = [0u8; 1];
+        f.seek(SeekFrom::Start(off)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        b[0] ^= 0x40;
+        f.seek(SeekFrom::Start(off)).unwrap();
+        f.write_all(&b).unwrap();
+    }
+    let mut cfg = VmConfig::new(&disk).unwrap();
+    cfg.boot = img.direct("").unwrap();
+    let mut g = Guest::start("corrupted-root", cfg).unwrap();
+    let line = g.wait_for("is corrupted", READY_DIRECT).unwrap();
+    assert!(line.contains("verity"), "{line}");
+    assert!(
+        !g.console().contains("berth: ready"),
+        "came up as if nothing happened"
+    );
+}
