@@ -356,8 +356,9 @@ mod tests {
 
     #[test]
     fn partuuids_are_stable_and_distinct() {
-        let a = PartUuids::derive("img", &[7; 32]);
-        let b = PartUuids::derive("img", &[7; 32]);
+        let hash: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let a = PartUuids::derive("img", &hash);
+        let b = PartUuids::derive("img", &hash);
         assert_eq!(a.state, b.state);
         let all = [
             a.disk, a.esp, a.root_a, a.verity_a, a.root_b, a.verity_b, a.state,

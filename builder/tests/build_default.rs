@@ -113,7 +113,7 @@ fn sha256(p: &Path) -> String {
 #[test]
 fn default_profile_builds_and_e2fsck_is_clean() {
     let b = built();
-    for f in ["root.ext4", "root.verity", "manifest.json"] {
+    for f in berth::build::ARTIFACTS {
         assert!(b.out.join(f).is_file(), "{f} missing");
     }
     let o = Command::new("e2fsck")
@@ -606,4 +606,231 @@ fn interrupted_build_leaves_previous_output_untouched() {
         1,
         "stray files beside the output"
     );
+}
+
+/// Bytes `[offset, offset+len)` of `file`, written to a new file in `dir`.
+fn extract(file: &Path, offset: u64, len: u64, dir: &Path, name: &str) -> PathBuf {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = fs::File::open(file).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact(&mut buf).unwrap();
+    let p = dir.join(name);
+    fs::write(&p, buf).unwrap();
+    p
+}
+
+#[test]
+fn disk_raw_has_a_valid_gpt_esp_slots_and_state() {
+    let b = built();
+    let disk = b.out.join("disk.raw");
+    let o = Command::new("sgdisk")
+        .arg("-v")
+        .arg(&disk)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && text.contains("No problems found"),
+        "sgdisk -v:\n{text}"
+    );
+
+    let parts = b.manifest["disk"]["partitions"].as_array().unwrap();
+    let part = |name: &str| {
+        let p = parts
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no partition {name}"));
+        (
+            p["offset"].as_u64().unwrap(),
+            p["size"].as_u64().unwrap(),
+            p["partuuid"].as_str().unwrap().to_string(),
+        )
+    };
+    let names: Vec<&str> = parts.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "esp",
+            "root-a",
+            "root-a-verity",
+            "root-b",
+            "root-b-verity",
+            "state"
+        ]
+    );
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Slot A holds exactly root.ext4 and root.verity; its PARTUUIDs are the root hash halves.
+    let roothash = b.manifest["verity"]["roothash"].as_str().unwrap();
+    for (name, file) in [("root-a", "root.ext4"), ("root-a-verity", "root.verity")] {
+        let (off, size, uuid) = part(name);
+        let want = fs::read(b.out.join(file)).unwrap();
+        assert!(want.len() as u64 <= size);
+        let got = extract(&disk, off, want.len() as u64, tmp.path(), name);
+        assert!(
+            fs::read(&got).unwrap() == want,
+            "{name} does not hold {file}"
+        );
+        let half = if name == "root-a" {
+            &roothash[..32]
+        } else {
+            &roothash[32..]
+        };
+        assert_eq!(
+            uuid.replace('-', ""),
+            half,
+            "{name} PARTUUID is not its root hash half"
+        );
+    }
+    // sgdisk agrees on the root partition's type and read-only attribute.
+    let o = Command::new("sgdisk")
+        .args(["-i", "2"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&o.stdout).to_lowercase();
+    assert!(
+        info.contains("4f68bce3-e8cd-4db1-96e7-fbcaf984b709"),
+        "{info}"
+    );
+    assert!(
+        info.contains("1000000000000000"),
+        "root-a should be read-only (bit 60): {info}"
+    );
+
+    // The ESP is clean FAT and holds systemd-boot, the loader config and slot A's entry.
+    let (off, size, _) = part("esp");
+    let esp = extract(&disk, off, size, tmp.path(), "esp.img");
+    let o = Command::new("fsck.fat")
+        .args(["-n"])
+        .arg(&esp)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "fsck.fat -n: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let files = berth::fat::read_dir_tree(&mut fs::File::open(&esp).unwrap()).unwrap();
+    let get = |p: &str| {
+        files
+            .iter()
+            .find(|(n, _)| n.trim_start_matches('/') == p.trim_start_matches('/'))
+            .map(|(_, d)| d.clone())
+    };
+    assert!(
+        get("EFI/BOOT/BOOTX64.EFI").is_some_and(|d| d.starts_with(b"MZ")),
+        "no systemd-boot"
+    );
+    assert_eq!(
+        get("berth/a/vmlinuz").unwrap(),
+        fs::read(b.out.join("vmlinuz")).unwrap()
+    );
+    assert_eq!(
+        get("berth/a/initrd").unwrap(),
+        fs::read(b.out.join("initrd")).unwrap()
+    );
+    let entry =
+        String::from_utf8(get("loader/entries/berth-a+3.conf").expect("counting boot entry"))
+            .unwrap();
+    assert!(
+        entry.contains(&format!("berth.roothash={roothash}")),
+        "{entry}"
+    );
+    assert!(entry.contains("linux /berth/a/vmlinuz"), "{entry}");
+
+    // The state partition is an empty, clean, journaled ext4.
+    let (off, size, _) = part("state");
+    let state = extract(&disk, off, size, tmp.path(), "state.img");
+    let o = Command::new("e2fsck")
+        .args(["-fn"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "e2fsck state: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let o = Command::new("dumpe2fs")
+        .args(["-h"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("has_journal"));
+}
+
+#[test]
+fn initramfs_holds_init_and_the_boot_modules_in_load_order() {
+    let b = built();
+    let z = Command::new("zstd")
+        .args(["-dc"])
+        .arg(b.out.join("initrd"))
+        .output()
+        .unwrap();
+    assert!(z.status.success(), "initrd is not zstd");
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("initrd.cpio"), &z.stdout).unwrap();
+    let x = Command::new("sh")
+        .arg("-c")
+        .arg("cpio -idm --no-absolute-filenames < initrd.cpio 2>/dev/null")
+        .current_dir(tmp.path())
+        .status()
+        .unwrap();
+    assert!(x.success(), "cpio could not extract the initramfs");
+    let init = fs::read(tmp.path().join("init")).unwrap();
+    let files = b.manifest["rootfs"]["files"].as_array().unwrap();
+    let init_sha = files
+        .iter()
+        .find(|f| f["path"] == "/usr/sbin/berth-init")
+        .unwrap()["sha256"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        hex::encode(Sha256::digest(&init)),
+        init_sha,
+        "/init is not the root's berth-init"
+    );
+    assert!(tmp.path().join("etc/initrd-release").is_file());
+    let kver = b.manifest["kernel"]["version"].as_str().unwrap();
+    let list = fs::read_to_string(tmp.path().join("etc/berth/modules")).unwrap();
+    let mods: Vec<&str> = list.lines().collect();
+    for want in ["virtio_blk.ko", "dm-verity.ko", "overlay.ko"] {
+        assert!(
+            mods.iter().any(|m| m.ends_with(want)),
+            "{want} not in {mods:?}"
+        );
+    }
+    // Each module's dependencies (modinfo's own reading) come before it.
+    for (i, m) in mods.iter().enumerate() {
+        let path = tmp.path().join(format!("usr/lib/modules/{kver}/{m}"));
+        assert!(path.is_file(), "{m} listed but not in the initramfs");
+        let o = Command::new("modinfo")
+            .args(["-F", "depends"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        for dep in String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .split(',')
+            .filter(|d| !d.is_empty())
+        {
+            let dep = dep.replace('-', "_");
+            let pos = mods.iter().position(|x| {
+                let base = x
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .trim_end_matches(".ko")
+                    .replace('-', "_");
+                base == dep
+            });
+            assert!(
+                pos.is_some_and(|p| p < i),
+                "{m} needs {dep}, which is not loaded before it"
+            );
+        }
+    }
 }
