@@ -138,8 +138,12 @@ impl VmConfig {
 
 /// Checks QEMU (and OVMF for UEFI boots) are installed, naming the Debian package otherwise.
 pub fn check_host(boot: &Boot) -> Result<PathBuf> {
-    let qemu = find_tool("qemu-system-x86_64")
-        .context("qemu-system-x86_64 is not installed: `apt-get install qemu-system-x86`")?;
+    // BERTH_QEMU picks another QEMU build (and lets tests see the "not installed" path).
+    let qemu = match std::env::var_os("BERTH_QEMU") {
+        Some(p) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
+        None => find_tool("qemu-system-x86_64"),
+    }
+    .context("qemu-system-x86_64 is not installed: `apt-get install qemu-system-x86`")?;
     if matches!(boot, Boot::Uefi) {
         ovmf()?;
     }
@@ -147,9 +151,12 @@ pub fn check_host(boot: &Boot) -> Result<PathBuf> {
 }
 
 fn ovmf() -> Result<(PathBuf, PathBuf)> {
+    let dir = std::env::var_os("BERTH_OVMF_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(OVMF_DIR));
     OVMF_PAIRS
         .iter()
-        .map(|(c, v)| (PathBuf::from(c), PathBuf::from(v)))
+        .map(|(c, v)| (dir.join(c), dir.join(v)))
         .find(|(c, v)| c.is_file() && v.is_file())
         .context(
             "UEFI firmware (OVMF) is not installed: `apt-get install ovmf` (or boot with --direct)",
