@@ -12,6 +12,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::apt::{self, Apt};
+use crate::formats::{self, Format};
 use crate::gpt::Slot;
 use crate::lock::{self, Lock};
 use crate::manifest::{Kind, Manifest};
@@ -20,7 +21,7 @@ use crate::printer::Printer;
 use crate::profile::{self, Profile};
 use crate::rootfs::{self, PackageData, RootfsManifest};
 use crate::units::Bytes;
-use crate::{boot, containers, deb, ext4, init, output, verity};
+use crate::{boot, cmd, containers, deb, ext4, init, output, verity};
 use std::sync::Arc;
 
 /// Bumped when a change to berth changes the bytes it writes, so old cached results are not reused.
@@ -42,6 +43,8 @@ pub struct BuildOptions {
     pub init: Option<PathBuf>,
     /// Build even if a cached result for the same inputs exists (packages are still cached).
     pub no_cache: bool,
+    /// Formats to derive from disk.raw instead of the profile's `outputs.formats`.
+    pub formats: Option<Vec<Format>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -90,8 +93,9 @@ fn make_apt(profile: &Profile, cache_dir: &Path) -> Result<Apt> {
 
 /// Hash of everything a build reads: profile (as resolved), lock, init, overlay and [[files]]
 /// contents. Equal keys mean equal outputs, so a cached result can be reused as is.
-fn input_key(profile: &Profile, lock: &Lock, init: &[u8]) -> Result<String> {
+fn input_key(profile: &Profile, lock: &Lock, init: &[u8], formats: &[Format]) -> Result<String> {
     let mut h = Sha256::new();
+    h.update(format!("{formats:?}").as_bytes());
     h.update(CACHE_FORMAT.as_bytes());
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     // The resolved profile minus where it lives on this machine.
@@ -314,12 +318,15 @@ pub fn build(opts: &BuildOptions, printer: &Printer) -> Result<BuildResult> {
         Bytes(init.len() as u64)
     ));
 
-    let key = input_key(&profile, &lock, &init)?;
+    let formats = formats::build_order(opts.formats.as_deref().unwrap_or(&profile.outputs.formats));
+    cmd::check_tools(&formats::required_tools(&formats))?;
+    let key = input_key(&profile, &lock, &init, &formats)?;
     let cache = opts.cache_dir.join("builds").join(&key[..32]);
     if !opts.no_cache && cache.join(MANIFEST).is_file() {
         let step = printer.step("reuse cached build");
         let staging = output::Staging::new(&out_dir)?;
-        for f in ARTIFACTS {
+        let names = output_names(&formats);
+        for f in &names {
             copy_sparse_file(&cache.join(f), &staging.file(f))
                 .with_context(|| format!("copying cached {f}"))?;
         }
@@ -327,7 +334,7 @@ pub fn build(opts: &BuildOptions, printer: &Printer) -> Result<BuildResult> {
         let out = staging.commit()?;
         step.done(&format!("inputs unchanged ({})", &key[..12]));
         return Ok(BuildResult {
-            artifacts: ARTIFACTS.iter().map(|f| out.join(f)).collect(),
+            artifacts: names.iter().map(|f| out.join(f)).collect(),
             out_dir: out,
             cached: true,
             roothash: m["verity"]["roothash"]
@@ -441,12 +448,43 @@ pub fn build(opts: &BuildOptions, printer: &Printer) -> Result<BuildResult> {
     )?;
     step.done(&format!("{} (sparse)", layout.disk_size()));
 
-    let step = printer.step("manifest.json");
-    let mut sums = Vec::new();
-    for f in ARTIFACTS.iter().filter(|f| **f != MANIFEST) {
-        let p = staging.file(f);
-        sums.push((*f, fs::metadata(&p)?.len(), sha256_file(&p)?));
+    let ctx = formats::FormatCtx {
+        out_dir: staging.path(),
+        disk: &staging.file(DISK),
+        image_name: &profile.image.name,
+        version: &profile.image.version,
+        mtime: profile.image.source_date_epoch,
+        disk_size: layout.disk_size().get(),
+        seed: vinfo.root_hash,
+        qcow2_compressed: profile.outputs.qcow2_compressed,
+    };
+    for f in &formats {
+        let step = printer.step(f.file_name());
+        let p = formats::write(*f, &ctx, printer.bytes_bar(ctx.disk_size, f.file_name()))?;
+        step.done(&format!("{}", Bytes(fs::metadata(&p)?.len())));
     }
+
+    let step = printer.step("manifest.json");
+    // disk.raw is most of the bytes: hash it on its own thread while the rest are hashed here.
+    let sums = std::thread::scope(|sc| -> Result<Vec<(&str, u64, String)>> {
+        let disk = staging.file(DISK);
+        let disk_sum = sc.spawn(move || sha256_file(&disk));
+        let mut sums = Vec::new();
+        let derived: Vec<&str> = formats.iter().map(|f| f.file_name()).collect();
+        for f in ARTIFACTS
+            .iter()
+            .chain(&derived)
+            .filter(|f| **f != MANIFEST && **f != DISK)
+        {
+            let p = staging.file(f);
+            sums.push((*f, fs::metadata(&p)?.len(), sha256_file(&p)?));
+        }
+        let d = disk_sum
+            .join()
+            .map_err(|_| anyhow::anyhow!("hashing thread panicked"))??;
+        sums.insert(0, (DISK, fs::metadata(staging.file(DISK))?.len(), d));
+        Ok(sums)
+    })?;
     let mut manifest = manifest_json(&profile, &lock, &rootfs, &vinfo, &sums);
     manifest["boot"] = json!({
         "cmdline": cmdline,
@@ -463,14 +501,17 @@ pub fn build(opts: &BuildOptions, printer: &Printer) -> Result<BuildResult> {
             "attributes": format!("{:#x}", p.attributes),
         })).collect::<Vec<_>>(),
     });
+    manifest["formats"] = json!(formats.iter().map(|f| f.name()).collect::<Vec<_>>());
     fs::write(
         staging.file(MANIFEST),
         serde_json::to_vec_pretty(&manifest)?,
     )?;
-    step.done("");
+    let names = output_names(&formats);
+    formats::write_sha256sums(staging.path(), &names[..names.len() - 1])?;
+    step.done("and SHA256SUMS");
 
     // Keep a copy for the next build with the same inputs (best effort: a full disk only costs speed).
-    if let Err(e) = store_cache(&cache, staging.path()) {
+    if let Err(e) = store_cache(&cache, staging.path(), &output_names(&formats)) {
         tracing::warn!(
             "could not cache the build result in {}: {e:#}",
             cache.display()
@@ -478,7 +519,7 @@ pub fn build(opts: &BuildOptions, printer: &Printer) -> Result<BuildResult> {
     }
     let out = staging.commit()?;
     Ok(BuildResult {
-        artifacts: ARTIFACTS.iter().map(|f| out.join(f)).collect(),
+        artifacts: output_names(&formats).iter().map(|f| out.join(f)).collect(),
         out_dir: out,
         cached: false,
         roothash: hex::encode(vinfo.root_hash),
@@ -508,11 +549,20 @@ fn copy_sparse_file(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-fn store_cache(cache: &Path, staged: &Path) -> Result<()> {
+/// Every file a build with these formats writes: the fixed artifacts, the derived formats, and
+/// SHA256SUMS last.
+pub fn output_names(formats: &[Format]) -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = ARTIFACTS.to_vec();
+    v.extend(formats.iter().map(|f| f.file_name()));
+    v.push(formats::SHA256SUMS);
+    v
+}
+
+fn store_cache(cache: &Path, staged: &Path, names: &[&str]) -> Result<()> {
     let parent = cache.parent().context("cache path has no parent")?;
     fs::create_dir_all(parent)?;
     let tmp = tempfile::tempdir_in(parent)?;
-    for f in ARTIFACTS {
+    for f in names {
         copy_sparse_file(&staged.join(f), &tmp.path().join(f))?;
     }
     let tmp = tmp.keep();

@@ -6,6 +6,7 @@
 pub mod apt;
 pub mod boot;
 pub mod build;
+pub mod catalog;
 pub mod cmd;
 pub mod containers;
 pub mod cpio;
@@ -14,6 +15,7 @@ pub mod debversion;
 pub mod elf;
 pub mod ext4;
 pub mod fat;
+pub mod formats;
 pub mod gpt;
 pub mod init;
 pub mod kmod;

@@ -69,6 +69,11 @@ enum Command {
         /// Rebuild even when a cached result for the same inputs exists.
         #[arg(long)]
         no_cache: bool,
+        /// Also write these formats, derived from disk.raw (instead of the profile's
+        /// outputs.formats): raw.zst, qcow2, vmdk, vhd, vagrant-libvirt, vagrant-virtualbox;
+        /// repeatable or comma-separated.
+        #[arg(long = "format", value_name = "FORMAT", value_delimiter = ',')]
+        formats: Vec<berth::formats::Format>,
     },
     /// Show the fully resolved profile (after `extends`) and what the root filesystem will hold.
     Inspect {
@@ -114,6 +119,9 @@ enum Command {
         #[arg(long)]
         no_reboot: bool,
     },
+    /// Ship a built image: an AWS AMI, or a Vagrant box catalog.
+    #[command(subcommand)]
+    Publish(Publish),
     /// Resolve the profile's packages to exact versions + SHA-256 and write the lock file.
     Lock {
         #[arg(default_value = DEFAULT_PROFILE)]
@@ -122,6 +130,67 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum Publish {
+    /// Upload disk.raw to an EBS snapshot (EBS direct APIs) and register a UEFI AMI.
+    ///
+    /// Credentials and region come from the standard AWS environment variables and
+    /// ~/.aws/{credentials,config}. With a record of the previous publish (--record, default
+    /// IMAGE_DIR/aws-publish.json), only changed blocks are sent. On failure, the snapshot and
+    /// image this run created are deleted.
+    Aws {
+        /// The image directory (with disk.raw and manifest.json).
+        image_dir: PathBuf,
+        /// Region [default: AWS_REGION, AWS_DEFAULT_REGION, or ~/.aws/config].
+        #[arg(long)]
+        region: Option<String>,
+        /// Send EC2 and EBS requests to this endpoint (e.g. a local emulator).
+        #[arg(long, value_name = "URL")]
+        endpoint_url: Option<String>,
+        /// Also copy the AMI to these regions; repeatable.
+        #[arg(long = "copy-to", value_name = "REGION")]
+        copy_to: Vec<String>,
+        /// Let these AWS accounts launch the AMI; repeatable.
+        #[arg(long = "launch-permission", value_name = "ACCOUNT")]
+        launch_permission: Vec<String>,
+        /// Make the AMI public.
+        #[arg(long)]
+        public: bool,
+        /// Where the record of this publish is read (for incremental uploads) and written.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+        /// Parallel block uploads.
+        #[arg(long, default_value_t = berth_aws::DEFAULT_PARALLELISM)]
+        parallel: usize,
+    },
+    /// Add the image's Vagrant boxes to a box catalog (JSON for `vagrant box add URL`),
+    /// updated in place; copy the boxes to URL_BASE/<version>/ on your file server.
+    Vagrant {
+        /// The image directory (with berth-libvirt.box and/or berth-virtualbox.box).
+        image_dir: PathBuf,
+        /// The catalog file to create or update.
+        #[arg(long)]
+        catalog: PathBuf,
+        /// Where the boxes will be served from (e.g. https://boxes.example.com/berth).
+        #[arg(long, value_name = "URL")]
+        url_base: String,
+        /// Box name in the catalog [default: berth/<image name>].
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+fn image_manifest(dir: &std::path::Path) -> Result<serde_json::Value> {
+    let p = dir.join("manifest.json");
+    let text = std::fs::read(&p).with_context(|| {
+        format!(
+            "{} is not a berth image directory (no manifest.json)",
+            dir.display()
+        )
+    })?;
+    serde_json::from_slice(&text).with_context(|| format!("reading {}", p.display()))
 }
 
 fn parse_forward(s: &str) -> Result<(u16, u16), String> {
@@ -178,6 +247,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             init,
             no_cache,
+            formats,
         } => {
             let started = std::time::Instant::now();
             let r = build::build(
@@ -187,6 +257,7 @@ fn run(cli: Cli) -> Result<()> {
                     cache_dir: cache,
                     init,
                     no_cache,
+                    formats: (!formats.is_empty()).then_some(formats),
                 },
                 &printer,
             )?;
@@ -279,6 +350,80 @@ fn run(cli: Cli) -> Result<()> {
             if !status.success() {
                 anyhow::bail!("QEMU exited with {status}");
             }
+        }
+        Command::Publish(Publish::Aws {
+            image_dir,
+            region,
+            endpoint_url,
+            copy_to,
+            launch_permission,
+            public,
+            record,
+            parallel,
+        }) => {
+            let m = image_manifest(&image_dir)?;
+            let name = m["image"]["name"].as_str().unwrap_or("berth").to_string();
+            let version = m["image"]["version"].as_str().unwrap_or("0").to_string();
+            let disk = berth_aws::disk_in(&image_dir)?;
+            let creds = berth_aws::resolve_credentials()?;
+            let region = berth_aws::resolve_region(region.as_deref())?;
+            let endpoints = berth_aws::Endpoints::resolve(endpoint_url.as_deref())?;
+            let record_path = record.unwrap_or_else(|| image_dir.join("aws-publish.json"));
+            let mut req = berth_aws::PublishRequest::new(
+                disk.clone(),
+                &format!("{name}-{version}"),
+                &version,
+                &region,
+            );
+            req.description = format!(
+                "berth {name} {version} (roothash {})",
+                m["verity"]["roothash"].as_str().unwrap_or("")
+            );
+            req.copy_to_regions = copy_to;
+            req.launch_permission_users = launch_permission;
+            req.public = public;
+            req.parallelism = parallel.max(1);
+            if record_path.is_file() {
+                req.previous = Some(berth_aws::PublishRecord::read(&record_path)?.previous()?);
+            }
+            let size = std::fs::metadata(&disk)?.len();
+            let rec =
+                berth_aws::publish(&req, &creds, &endpoints, printer.bytes_bar(size, "upload"))?;
+            rec.write(&record_path)?;
+            printer.info(&format!(
+                "published {} in {region}: snapshot {}, {} of {} blocks sent",
+                rec.ami_id, rec.snapshot_id, rec.blocks_sent, rec.blocks_total
+            ));
+            printer.result(&rec.ami_id);
+            printer.json(&serde_json::to_value(&rec)?);
+        }
+        Command::Publish(Publish::Vagrant {
+            image_dir,
+            catalog,
+            url_base,
+            name,
+        }) => {
+            let m = image_manifest(&image_dir)?;
+            let image = m["image"]["name"].as_str().unwrap_or("berth");
+            let version = m["image"]["version"]
+                .as_str()
+                .context("manifest.json has no image.version")?;
+            let box_name = name.unwrap_or_else(|| format!("berth/{image}"));
+            let cat = berth::catalog::publish(
+                &catalog,
+                &box_name,
+                &format!("berth image {image}"),
+                version,
+                &image_dir,
+                &url_base,
+            )?;
+            printer.info(&format!(
+                "{} now lists {} version(s) of {box_name}",
+                catalog.display(),
+                cat.versions.len()
+            ));
+            printer.result(&catalog.display().to_string());
+            printer.json(&serde_json::to_value(&cat)?);
         }
         Command::Lock { profile, check } => {
             let p = profile::load(&profile)?;

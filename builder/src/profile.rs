@@ -72,6 +72,7 @@ pub struct Profile {
     pub runtime: Runtime,
     pub boot: Boot,
     pub containers: Vec<Container>,
+    pub outputs: Outputs,
     pub init: Init,
     pub overlays: Vec<Overlay>,
     pub files: Vec<FileSpec>,
@@ -111,6 +112,15 @@ pub struct Kernel {
     pub initrd_modules: Vec<String>,
     /// Module names the main stage loads.
     pub load_modules: Vec<String>,
+}
+
+/// Formats derived from disk.raw (which is always written).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Outputs {
+    pub formats: Vec<crate::formats::Format>,
+    /// Compress qcow2 clusters (smaller, slower to write and to read).
+    pub qcow2_compressed: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -210,6 +220,7 @@ struct RawProfile {
     runtime: Option<RawRuntime>,
     boot: Option<RawBoot>,
     containers: Option<Vec<RawContainer>>,
+    outputs: Option<RawOutputs>,
     init: Option<RawInit>,
     overlays: Option<Vec<String>>,
     files: Option<Vec<RawFile>>,
@@ -251,6 +262,24 @@ struct RawBoot {
     package: Option<PackageName>,
     tries: Option<u32>,
     timeout: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawOutputs {
+    formats: Option<Vec<FormatName>>,
+    qcow2_compressed: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FormatName(crate::formats::Format);
+impl<'de> Deserialize<'de> for FormatName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map(FormatName)
+            .map_err(|e| serde::de::Error::custom(format!("{e}")))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -525,6 +554,7 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
     let mut runtime = RawRuntime::default();
     let mut boot = RawBoot::default();
     let mut containers: Vec<RawContainer> = Vec::new();
+    let mut outputs = RawOutputs::default();
     let mut init: Option<PathBuf> = None;
     let mut overlays: Vec<Overlay> = Vec::new();
     let mut files: Vec<FileSpec> = Vec::new();
@@ -575,6 +605,10 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
                 bail!("{}: [[containers]] {:?}: `packages` is empty: name the Debian packages the image is made of (e.g. [\"busybox-static\"])", layer.path.display(), c.name.0);
             }
             containers.push(c);
+        }
+        if let Some(o) = raw.outputs {
+            outputs.formats = o.formats.or(outputs.formats);
+            outputs.qcow2_compressed = o.qcow2_compressed.or(outputs.qcow2_compressed);
         }
         if let Some(i) = raw.init.and_then(|i| i.path) {
             init = Some(dir.join(i));
@@ -724,6 +758,15 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
                 .unwrap_or_else(|| DEFAULT_BOOT_PACKAGE.to_string()),
             tries: boot.tries.unwrap_or(DEFAULT_BOOT_TRIES),
             timeout: boot.timeout.unwrap_or(0),
+        },
+        outputs: Outputs {
+            formats: outputs
+                .formats
+                .unwrap_or_default()
+                .into_iter()
+                .map(|f| f.0)
+                .collect(),
+            qcow2_compressed: outputs.qcow2_compressed.unwrap_or(false),
         },
         containers: containers
             .into_iter()

@@ -13,17 +13,13 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd::find_tool;
 
-/// OVMF firmware pairs, most specific first (Debian's `ovmf` package ships all of these).
+/// OVMF firmware pairs, most specific first (Debian's `ovmf` package ships all of these), in
+/// `BERTH_OVMF_DIR` or else /usr/share/OVMF.
 const OVMF_PAIRS: &[(&str, &str)] = &[
-    (
-        "/usr/share/OVMF/OVMF_CODE_4M.fd",
-        "/usr/share/OVMF/OVMF_VARS_4M.fd",
-    ),
-    (
-        "/usr/share/OVMF/OVMF_CODE.fd",
-        "/usr/share/OVMF/OVMF_VARS.fd",
-    ),
+    ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
+    ("OVMF_CODE.fd", "OVMF_VARS.fd"),
 ];
+const OVMF_DIR: &str = "/usr/share/OVMF";
 /// Enough for containerd plus a few containers; TCG guests do not get faster with more.
 pub const DEFAULT_MEMORY_MIB: u32 = 1024;
 pub const DEFAULT_CPUS: u32 = 2;

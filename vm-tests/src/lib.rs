@@ -105,6 +105,7 @@ fn build_test_image() -> Result<Image> {
             cache_dir: root.join("cache"),
             init: None,
             no_cache: false,
+            formats: None,
         },
         &printer,
     )?;

@@ -218,3 +218,40 @@ fn corrupted_root_fails_loudly_instead_of_booting() {
         "came up as if nothing happened"
     );
 }
+
+#[test]
+fn qcow2_and_vmdk_disks_boot_to_ready() {
+    let img = test_image();
+    let work = tempfile::tempdir().unwrap();
+    let roothash = img.manifest["verity"]["roothash"].as_str().unwrap();
+    let mut seed = [0u8; 32];
+    for (i, b) in seed.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&roothash[2 * i..2 * i + 2], 16).unwrap();
+    }
+    let disk = img.disk();
+    let ctx = berth::formats::FormatCtx {
+        out_dir: work.path(),
+        disk: &disk,
+        image_name: "berth-test",
+        version: "0",
+        mtime: 0,
+        disk_size: fs::metadata(&disk).unwrap().len(),
+        seed,
+        qcow2_compressed: false,
+    };
+    for fmt in [berth::formats::Format::Qcow2, berth::formats::Format::Vmdk] {
+        let path = berth::formats::write(fmt, &ctx, None).unwrap();
+        let mut cfg = VmConfig::new(&path).unwrap();
+        assert_ne!(
+            cfg.format,
+            berth::qemu::DiskFormat::Raw,
+            "{} detected as raw",
+            path.display()
+        );
+        cfg.boot = img.direct("berth.after-ready=poweroff").unwrap();
+        let mut g = Guest::start(&format!("boot-{}", fmt.name()), cfg).unwrap();
+        g.wait_for(&ready_line(img), READY_DIRECT).unwrap();
+        let st = g.wait_exit(SHUTDOWN).unwrap();
+        assert!(st.success(), "{fmt}: QEMU exit status {st}");
+    }
+}

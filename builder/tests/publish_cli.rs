@@ -1,0 +1,278 @@
+//! `berth publish` end to end through the CLI: `publish aws` against moto's server on
+//! 127.0.0.1 (EBS direct + EC2), `publish vagrant` read back by `vagrant box add`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn berth(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+    c.args(args);
+    for k in [
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_EC2",
+        "AWS_ENDPOINT_URL_EBS",
+    ] {
+        c.env_remove(k);
+    }
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().expect("running berth")
+}
+
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// moto's server on a free loopback port (bounded wait until it answers).
+fn moto() -> Moto {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 -m moto.server (pip install 'moto[server]')");
+    let m = Moto {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    m
+}
+
+/// A small image directory: a 24 MiB disk.raw with some data and a manifest.json.
+fn image_dir(dir: &Path) -> PathBuf {
+    let img = dir.join("img");
+    std::fs::create_dir_all(&img).unwrap();
+    let mut disk = vec![0u8; 24 << 20];
+    for (i, b) in disk
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| (i >> 19) % 3 == 0)
+    {
+        *b = (i.wrapping_mul(2654435761) >> 13) as u8;
+    }
+    std::fs::write(img.join("disk.raw"), &disk).unwrap();
+    std::fs::write(
+        img.join("manifest.json"),
+        r#"{"image":{"name":"berth-cli-test","version":"1.2.3"},"verity":{"roothash":"00"}}"#,
+    )
+    .unwrap();
+    img
+}
+
+#[test]
+fn publish_aws_registers_an_ami_and_the_second_run_sends_only_changes() {
+    let m = moto();
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image_dir(tmp.path());
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let args = [
+        "publish",
+        "aws",
+        img.to_str().unwrap(),
+        "--endpoint-url",
+        &m.url,
+    ];
+    let o = berth(&args, &env);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ami = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(ami.starts_with("ami-"), "stdout: {ami}");
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(img.join("aws-publish.json")).unwrap()).unwrap();
+    assert_eq!(rec["blocks_sent"], rec["blocks_nonzero"], "{rec}");
+    assert!(rec["blocks_sent"].as_u64().unwrap() > 0);
+
+    // Change one block; the next publish sends only it.
+    let mut disk = std::fs::read(img.join("disk.raw")).unwrap();
+    disk[5 << 20] ^= 0xff;
+    std::fs::write(img.join("disk.raw"), disk).unwrap();
+    let o = berth(
+        &[
+            "-q",
+            "publish",
+            "aws",
+            img.to_str().unwrap(),
+            "--endpoint-url",
+            &m.url,
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(img.join("aws-publish.json")).unwrap()).unwrap();
+    assert_eq!(rec["blocks_sent"], 1, "{rec}");
+}
+
+#[test]
+fn publish_aws_without_credentials_or_disk_fails_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image_dir(tmp.path());
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let o = berth(
+        &[
+            "publish",
+            "aws",
+            img.to_str().unwrap(),
+            "--endpoint-url",
+            "http://127.0.0.1:9",
+        ],
+        &[
+            ("HOME", home.to_str().unwrap()),
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("AWS_ACCESS_KEY_ID"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::remove_file(img.join("disk.raw")).unwrap();
+    let o = berth(
+        &["publish", "aws", img.to_str().unwrap()],
+        &[
+            ("AWS_ACCESS_KEY_ID", "x"),
+            ("AWS_SECRET_ACCESS_KEY", "y"),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("disk.raw"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn publish_vagrant_catalog_is_accepted_by_vagrant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("img");
+    std::fs::create_dir_all(&img).unwrap();
+    std::fs::write(
+        img.join("manifest.json"),
+        r#"{"image":{"name":"berth-cli-test","version":"1.2.3"}}"#,
+    )
+    .unwrap();
+    // A minimal libvirt box (the formats tests cover real ones).
+    let stage = tmp.path().join("stage");
+    std::fs::create_dir_all(&stage).unwrap();
+    std::fs::write(
+        stage.join("metadata.json"),
+        r#"{"provider":"libvirt","format":"qcow2","virtual_size":1}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        stage.join("Vagrantfile"),
+        "Vagrant.configure(\"2\") do |c| end\n",
+    )
+    .unwrap();
+    let st = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(stage.join("box.img"))
+        .arg("1M")
+        .status();
+    if !st.is_ok_and(|s| s.success()) {
+        std::fs::write(stage.join("box.img"), b"").unwrap();
+    }
+    let st = Command::new("tar")
+        .args(["-czf"])
+        .arg(img.join("berth-libvirt.box"))
+        .args(["-C"])
+        .arg(&stage)
+        .args(["metadata.json", "Vagrantfile", "box.img"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let catalog = tmp.path().join("catalog.json");
+    let url = format!("file://{}", tmp.path().join("served").display());
+    let o = berth(
+        &[
+            "publish",
+            "vagrant",
+            img.to_str().unwrap(),
+            "--catalog",
+            catalog.to_str().unwrap(),
+            "--url-base",
+            &url,
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cat: serde_json::Value = serde_json::from_slice(&std::fs::read(&catalog).unwrap()).unwrap();
+    assert_eq!(cat["name"], "berth/berth-cli-test");
+    assert_eq!(cat["versions"][0]["version"], "1.2.3");
+    assert_eq!(cat["versions"][0]["providers"][0]["name"], "libvirt");
+    // Serve it where the catalog says, and let Vagrant itself read the catalog.
+    let served = tmp.path().join("served/1.2.3");
+    std::fs::create_dir_all(&served).unwrap();
+    std::fs::copy(
+        img.join("berth-libvirt.box"),
+        served.join("berth-libvirt.box"),
+    )
+    .unwrap();
+    if Command::new("vagrant").arg("--version").output().is_err() {
+        eprintln!("vagrant not installed: catalog checked by parsing only");
+        return;
+    }
+    let vh = tmp.path().join("vagrant-home");
+    let o = Command::new("vagrant")
+        .args(["box", "add", "--provider", "libvirt"])
+        .arg(&catalog)
+        .env("VAGRANT_HOME", &vh)
+        .env("VAGRANT_CHECKPOINT_DISABLE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "vagrant box add: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = Command::new("vagrant")
+        .args(["box", "list"])
+        .env("VAGRANT_HOME", &vh)
+        .env("VAGRANT_CHECKPOINT_DISABLE", "1")
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        list.contains("berth/berth-cli-test") && list.contains("1.2.3"),
+        "{list}"
+    );
+}
