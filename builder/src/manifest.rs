@@ -403,7 +403,7 @@ impl Manifest {
 
 /// Normalises a path that may contain `..` (used only when following symlinks, where `..` is
 /// legitimate); `..` at the root stays at the root as in the kernel.
-fn normalize_dotdot(p: &str) -> Option<ImagePath> {
+pub fn normalize_dotdot(p: &str) -> Option<ImagePath> {
     let mut parts: Vec<&str> = Vec::new();
     for c in p.split('/') {
         match c {

@@ -170,7 +170,7 @@ fn chain(sys: &Manifest, path: &ImagePath) -> Option<Vec<(ImagePath, Entry)>> {
                     format!("{parent}/{t}")
                 };
                 hops.push((here, entry.clone()));
-                cur = usrmerge(&normalize(&next)?);
+                cur = usrmerge(&crate::manifest::normalize_dotdot(&next)?);
             }
             Kind::Hardlink(t) => {
                 let data = match sys.get(t).map(|e| &e.kind) {
@@ -193,20 +193,6 @@ fn chain(sys: &Manifest, path: &ImagePath) -> Option<Vec<(ImagePath, Entry)>> {
         }
     }
     None
-}
-
-fn normalize(p: &str) -> Option<ImagePath> {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    ImagePath::new(&parts.join("/")).ok()
 }
 
 /// Copies `bin` and, recursively, its interpreter and DT_NEEDED libraries from `sys` into `img`.

@@ -2,13 +2,12 @@
 //! checks, so a user verifies a download with the tool they already have.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::workers;
 
@@ -84,24 +83,13 @@ fn hash_all(dir: &Path, names: &[&str]) -> Result<Vec<FileSum>> {
 
 fn hash_file(dir: &Path, name: &str) -> Result<FileSum> {
     let p = dir.join(name);
-    let mut f = fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", p.display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        size += n as u64;
-    }
+    let size = fs::metadata(&p)
+        .with_context(|| format!("reading {}", p.display()))?
+        .len();
     Ok(FileSum {
         name: name.to_string(),
         size,
-        sha256: hex::encode(h.finalize()),
+        sha256: crate::packages::sha256_file(&p)?,
     })
 }
 
