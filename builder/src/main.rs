@@ -432,6 +432,13 @@ fn run(cli: Cli) -> Result<()> {
             step.done(&format!("{} packages", l.packages.len()));
             let path = lock::path_for(&p.path);
             if check {
+                if !path.is_file() {
+                    anyhow::bail!(
+                        "{} does not exist yet: run `berth lock {}` to create it",
+                        path.display(),
+                        profile.display()
+                    );
+                }
                 let old = Lock::read(&path)?;
                 if old != l {
                     anyhow::bail!(
