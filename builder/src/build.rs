@@ -526,27 +526,8 @@ pub fn build(opts: &BuildOptions, printer: &Printer) -> Result<BuildResult> {
     })
 }
 
-/// Copies a file keeping it sparse (all-zero 1 MiB chunks become holes). `fs::copy` would write
-/// every zero of a disk image.
 fn copy_sparse_file(from: &Path, to: &Path) -> Result<()> {
-    use std::io::Read;
-    let mut src = fs::File::open(from).with_context(|| format!("opening {}", from.display()))?;
-    let len = src.metadata()?.len();
-    let mut dst = fs::File::create(to).with_context(|| format!("creating {}", to.display()))?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = src.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        if buf[..n].iter().all(|b| *b == 0) {
-            dst.seek(std::io::SeekFrom::Current(n as i64))?;
-        } else {
-            dst.write_all(&buf[..n])?;
-        }
-    }
-    dst.set_len(len)?;
-    Ok(())
+    crate::sparse::copy(from, to)
 }
 
 /// Every file a build with these formats writes: the fixed artifacts, the derived formats, and

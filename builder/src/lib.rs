@@ -29,5 +29,6 @@ pub mod profile;
 pub mod qemu;
 pub mod rootfs;
 pub mod run;
+pub mod sparse;
 pub mod units;
 pub mod verity;
