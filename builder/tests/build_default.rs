@@ -37,6 +37,20 @@ fn ok(o: &Output, what: &str) {
     );
 }
 
+/// `berth build PROFILE --out OUT --cache-dir CACHE [extra…]` run in `ws`.
+fn build(ws: &Path, profile: &str, out: &Path, cache: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "build",
+        profile,
+        "--out",
+        out.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    berth(&args, ws)
+}
+
 fn copy_tree(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for e in fs::read_dir(from).unwrap() {
@@ -82,17 +96,7 @@ fn built() -> &'static Built {
         let ws = workspace(tmp.path());
         let cache = tmp.path().join("cache-a");
         let out = tmp.path().join("out-a");
-        let o = berth(
-            &[
-                "build",
-                "profiles/qemu.toml",
-                "--out",
-                out.to_str().unwrap(),
-                "--cache-dir",
-                cache.to_str().unwrap(),
-            ],
-            &ws,
-        );
+        let o = build(&ws, "profiles/qemu.toml", &out, &cache, &[]);
         ok(&o, "berth build");
         let manifest =
             serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
@@ -366,18 +370,7 @@ fn second_build_with_other_cache_and_out_is_identical() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache-b");
     let out = tmp.path().join("out-b");
-    let o = berth(
-        &[
-            "build",
-            "profiles/qemu.toml",
-            "--out",
-            out.to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "-q",
-        ],
-        &b.ws,
-    );
+    let o = build(&b.ws, "profiles/qemu.toml", &out, &cache, &["-q"]);
     ok(&o, "second berth build");
     for f in berth::build::output_names(&[]) {
         assert_eq!(
@@ -393,18 +386,7 @@ fn warm_rebuild_reuses_the_cached_result_and_quiet_prints_only_paths() {
     let b = built();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out-c");
-    let o = berth(
-        &[
-            "build",
-            "profiles/qemu.toml",
-            "--out",
-            out.to_str().unwrap(),
-            "--cache-dir",
-            b.cache.to_str().unwrap(),
-            "-q",
-        ],
-        &b.ws,
-    );
+    let o = build(&b.ws, "profiles/qemu.toml", &out, &b.cache, &["-q"]);
     ok(&o, "warm build");
     let stdout = String::from_utf8_lossy(&o.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
@@ -424,18 +406,7 @@ fn warm_rebuild_reuses_the_cached_result_and_quiet_prints_only_paths() {
         sha256(&b.out.join("root.ext4"))
     );
     // --json gives a document that says it was cached.
-    let o = berth(
-        &[
-            "build",
-            "profiles/qemu.toml",
-            "--out",
-            out.to_str().unwrap(),
-            "--cache-dir",
-            b.cache.to_str().unwrap(),
-            "--json",
-        ],
-        &b.ws,
-    );
+    let o = build(&b.ws, "profiles/qemu.toml", &out, &b.cache, &["--json"]);
     ok(&o, "json build");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
     assert_eq!(v["cached"], true);
@@ -457,17 +428,7 @@ fn variant(b: &Built, name: &str, extra: &str) -> PathBuf {
 fn fails_cleanly(b: &Built, profile: &Path, want: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let o = berth(
-        &[
-            "build",
-            profile.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--cache-dir",
-            b.cache.to_str().unwrap(),
-        ],
-        &b.ws,
-    );
+    let o = build(&b.ws, profile.to_str().unwrap(), &out, &b.cache, &[]);
     assert_eq!(
         o.status.code(),
         Some(1),
