@@ -346,9 +346,13 @@ fn run(cli: Cli) -> Result<()> {
                     ", snapshot"
                 }
             ));
-            let status = cmd.status().context("starting qemu-system-x86_64")?;
-            if !status.success() {
-                anyhow::bail!("QEMU exited with {status}");
+            let ended = berth::qemu::run_foreground(&mut cmd)?;
+            drop(work);
+            if let Some(sig) = ended.signal {
+                std::process::exit(128 + sig);
+            }
+            if !ended.status.success() {
+                anyhow::bail!("QEMU exited with {}", ended.status);
             }
         }
         Command::Publish(Publish::Aws {

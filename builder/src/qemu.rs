@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 
 use anyhow::{bail, Context, Result};
 
@@ -299,5 +299,62 @@ mod tests {
         assert_eq!(DiskFormat::detect(&p).unwrap(), DiskFormat::Qcow2);
         fs::write(&p, b"\0\0\0\0").unwrap();
         assert_eq!(DiskFormat::detect(&p).unwrap(), DiskFormat::Raw);
+    }
+}
+
+/// How a foreground guest ended.
+pub struct Ended {
+    pub status: ExitStatus,
+    /// The signal (SIGINT, SIGTERM or SIGHUP) that asked berth to stop, if one did.
+    pub signal: Option<i32>,
+}
+
+/// Runs QEMU in the foreground until it exits. SIGINT, SIGTERM and SIGHUP sent to berth are
+/// passed on to QEMU as SIGTERM, its clean shutdown (a `--persist` disk is flushed), so stopping
+/// `berth run` never leaves a guest running behind it.
+pub fn run_foreground(cmd: &mut Command) -> Result<Ended> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use std::sync::atomic::{AtomicI32, Ordering};
+    use std::sync::Arc;
+
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("installing the SIGINT/SIGTERM handlers")?;
+    let mut child = cmd.spawn().context("starting qemu-system-x86_64")?;
+    let pid = child.id();
+    let got = Arc::new(AtomicI32::new(0));
+    let handle = signals.handle();
+    let forwarder = {
+        let got = Arc::clone(&got);
+        std::thread::spawn(move || {
+            for sig in signals.forever() {
+                got.store(sig, Ordering::SeqCst);
+                if let Err(e) = signal::terminate(pid) {
+                    tracing::warn!("passing signal {sig} on to QEMU (pid {pid}): {e}");
+                }
+            }
+        })
+    };
+    let status = child.wait();
+    // Stop forwarding before the pid can be reused by another process.
+    handle.close();
+    let _ = forwarder.join();
+    let status = status.context("waiting for qemu-system-x86_64")?;
+    let signal = Some(got.load(Ordering::SeqCst)).filter(|&s| s != 0);
+    Ok(Ended { status, signal })
+}
+
+/// The one syscall std lacks here: sending SIGTERM (`Child::kill` only sends SIGKILL).
+mod signal {
+    #![allow(unsafe_code)]
+
+    pub fn terminate(pid: u32) -> std::io::Result<()> {
+        let pid = libc::pid_t::try_from(pid)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: kill(2) takes two integers and touches no memory of ours.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     }
 }

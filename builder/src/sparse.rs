@@ -1,7 +1,7 @@
 //! Copying sparse files (disk images) by their data extents only, with `lseek(SEEK_DATA)` and
 //! `lseek(SEEK_HOLE)`. A 2.5 GiB disk image with 230 MiB of data copies in a tenth of the time a
-//! read-everything copy takes, and stays sparse. std has no SEEK_DATA, hence the one syscall
-//! wrapper below (the only `unsafe` in this crate).
+//! read-everything copy takes, and stays sparse. std has no SEEK_DATA, hence the syscall
+//! wrapper below (one of the two `unsafe` blocks in this crate; the other is `qemu::signal`).
 
 #![allow(unsafe_code)]
 

@@ -1,4 +1,4 @@
-//! `berth run` on bad input: each a clear error, exit code 1, nothing started.
+//! `berth run`: bad input gets a clear error (exit code 1, nothing started); stopping it stops the guest.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -108,4 +108,65 @@ fn bad_forward_is_a_usage_error() {
     let o = berth(&["run", "x", "--forward", "80"], &[], d.path());
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("HOST:GUEST"));
+}
+
+/// Stopping `berth run` stops its guest: SIGTERM to berth reaches QEMU as SIGTERM (QEMU's clean
+/// shutdown), and berth exits 128 + 15 once QEMU is gone. A stand-in QEMU records what it got.
+#[test]
+fn sigterm_to_berth_run_stops_qemu() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+
+    let d = tempfile::tempdir().unwrap();
+    let disk = fake_berth_disk(d.path());
+    let ovmf = d.path().join("ovmf");
+    std::fs::create_dir(&ovmf).unwrap();
+    std::fs::write(ovmf.join("OVMF_CODE.fd"), b"code").unwrap();
+    std::fs::write(ovmf.join("OVMF_VARS.fd"), b"vars").unwrap();
+    let started = d.path().join("started");
+    let got = d.path().join("got");
+    let qemu = d.path().join("fake-qemu");
+    std::fs::write(
+        &qemu,
+        format!(
+            "#!/bin/sh\ntrap 'echo TERM > {got}; exit 0' TERM\necho $$ > {started}\n\
+             i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\necho timeout > {got}\n",
+            got = got.display(),
+            started = started.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["run", disk.to_str().unwrap()])
+        .env("BERTH_QEMU", &qemu)
+        .env("BERTH_OVMF_DIR", &ovmf)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !started.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "fake QEMU never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "berth run status {status}");
+    assert_eq!(std::fs::read_to_string(&got).unwrap().trim(), "TERM");
+    let qpid = std::fs::read_to_string(&started).unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{}", qpid.trim())).exists(),
+        "the fake QEMU (pid {}) is still running",
+        qpid.trim()
+    );
 }
