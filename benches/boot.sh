@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Benchmark: time from QEMU start to "berth: ready" under this machine's accelerator (TCG here),
-# for direct kernel boot and for UEFI (OVMF + systemd-boot), medians of N boots each; plus the
-# sizes of the disk image, the root filesystem and the compressed disk.
+# for direct kernel boot and for UEFI (OVMF + systemd-boot), medians of N boots each, with the
+# median time at which each boot phase's console line appeared; plus the sizes of the disk
+# image, the root filesystem and the compressed disk.
 #
-#   benches/boot.sh [RUNS] [PROFILE]      (defaults: 3, profiles/test.toml)
+#   benches/boot.sh [RUNS] [PROFILE]      (defaults: 5, profiles/test.toml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=${1:-3}
+runs=${1:-5}
 profile=${2:-profiles/test.toml}
 work=$(mktemp -d)
 trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -15,25 +16,37 @@ berth=$PWD/target/release/berth
 out="$work/out"
 $berth build -q "$profile" --out "$out" >/dev/null
 
+# The console lines that end each phase, in boot order (see rootfs/init/README.md).
+phases=("initrd: modules loaded" "berth: root " "containerd serving" "berth: imported" "berth: service " "berth: ready")
+labels=("kernel + initrd modules" "root mounted, main stage" "containerd serving" "images imported" "oneshot container done" "ready")
+
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# Boots once; prints seconds until the ready line (or fails after 300 s).
+# Boots once; appends "phase seconds" lines to $work/phases.<mode> and prints the seconds until
+# the ready line (or fails after 300 s).
 boot_once() {
+  local mode=$1; shift
   local log="$work/console.log"
   : >"$log"
-  local t0 t1
+  local t0 now seen=()
   t0=$(date +%s.%N)
   "$berth" run "$out" "$@" --no-reboot --console-log "$log" </dev/null >/dev/null 2>&1 &
   local pid=$!
-  for _ in $(seq 1 3000); do
-    if grep -aq "berth: ready" "$log" 2>/dev/null; then
-      t1=$(date +%s.%N)
+  for _ in $(seq 1 6000); do
+    now=$(date +%s.%N)
+    for i in "${!phases[@]}"; do
+      if [ -z "${seen[$i]:-}" ] && grep -aqF "${phases[$i]}" "$log" 2>/dev/null; then
+        seen[$i]=$(echo "$now - $t0" | bc -l)
+        echo "$i ${seen[$i]}" >>"$work/phases.$mode"
+      fi
+    done
+    if [ -n "${seen[5]:-}" ]; then
       kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
-      echo "$t1 - $t0" | bc -l
+      echo "${seen[5]}"
       return 0
     fi
     kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
+    sleep 0.05
   done
   kill "$pid" 2>/dev/null || true
   echo "boot did not reach ready; console tail:" >&2
@@ -42,8 +55,8 @@ boot_once() {
 }
 
 direct=(); uefi=()
-for _ in $(seq "$runs"); do direct+=("$(boot_once --direct)"); done
-for _ in $(seq "$runs"); do uefi+=("$(boot_once)"); done
+for _ in $(seq "$runs"); do direct+=("$(boot_once direct --direct)"); done
+for _ in $(seq "$runs"); do uefi+=("$(boot_once uefi)"); done
 d=$(printf '%s\n' "${direct[@]}" | median)
 u=$(printf '%s\n' "${uefi[@]}" | median)
 
@@ -53,9 +66,16 @@ disk=$(stat -c %s "$out/disk.raw")
 alloc=$(( $(stat -c %b "$out/disk.raw") * $(stat -c %B "$out/disk.raw") ))
 root=$(stat -c %s "$out/root.ext4")
 zst=$(zstd -q -T0 -3 -c "$out/disk.raw" | wc -c)
-printf 'accelerator: %s, %d boots each\n' "$accel" "$runs"
-printf '%-40s %7.2fs   (target <= 8 s)\n' "direct boot to 'berth: ready' (median)" "$d"
-printf '%-40s %7.2fs   (target <= 25 s)\n' "UEFI boot to 'berth: ready' (median)" "$u"
+printf 'accelerator: %s, %d boots each, %d host CPUs\n' "$accel" "$runs" "$(nproc)"
+printf '%-40s %7.2fs   (target <= 8 s)   runs: %s\n' "direct boot to 'berth: ready' (median)" "$d" "${direct[*]}"
+printf '%-40s %7.2fs   (target <= 25 s)  runs: %s\n' "UEFI boot to 'berth: ready' (median)" "$u" "${uefi[*]}"
+printf '%-40s %8s %8s\n' "phase ends (median s from QEMU start)" direct UEFI
+for i in "${!phases[@]}"; do
+  pd=$(awk -v i="$i" '$1 == i {print $2}' "$work/phases.direct" | median)
+  pu=$(awk -v i="$i" '$1 == i {print $2}' "$work/phases.uefi" | median)
+  printf '  %-38s %8.2f %8.2f\n' "${labels[$i]}" "${pd:-0}" "${pu:-0}"
+done
+printf '%-40s %7.2f\n' "UEFI / direct (firmware + loader cost)" "$(echo "$u / $d" | bc -l)"
 printf '%-40s %7d MiB (allocated %d MiB)\n' "disk.raw" "$((disk >> 20))" "$((alloc >> 20))"
 printf '%-40s %7d MiB\n' "root filesystem (root.ext4)" "$((root >> 20))"
 printf '%-40s %7d MiB\n' "disk.raw compressed (zstd -3)" "$((zst >> 20))"

@@ -96,8 +96,11 @@ pub fn add_containers(
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
             ],
         };
+        // Uncompressed layer: the archive sits in the root filesystem, and the disk formats are
+        // compressed as a whole anyway, while gunzip at boot is Go code under TCG on every
+        // first boot.
         let mut tar = Vec::new();
-        oci::write_archive(&img, sde, &mut tar)
+        oci::write_archive_with(&img, sde, oci::LayerCompression::None, &mut tar)
             .with_context(|| format!("building the OCI image of container {:?}", c.name))?;
         rootfs.manifest.insert(
             ImagePath::new(&format!("{IMAGES_DIR}/{}.tar", c.name))?,

@@ -29,9 +29,18 @@ fn direct_boot_runs_containerd_and_the_baked_container_then_powers_off_cleanly()
         root.contains("ro=yes") && root.contains("verity=yes"),
         "{root}"
     );
-    // containerd answered `ctr version`, and the baked container ran and printed its marker.
-    g.wait_for("berth: containerd version=", Duration::from_secs(1))
+    // containerd accepted connections before the import; after ready it answers `ctr version`
+    // (asked then, off the boot's critical path); the baked container ran and printed its marker.
+    g.wait_for("berth: containerd serving ", Duration::from_secs(1))
         .unwrap();
+    let version = g
+        .wait_for("berth: containerd version=", Duration::from_secs(120))
+        .unwrap();
+    assert!(
+        version.trim_end().len() > "berth: containerd version=".len()
+            && !version.ends_with("unknown"),
+        "{version}"
+    );
     g.wait_for(
         "berth-test-marker:hello-from-a-container",
         Duration::from_secs(1),

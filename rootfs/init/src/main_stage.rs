@@ -233,19 +233,22 @@ pub fn run() -> Result<()> {
             Err(e) => warn!("{e}; continuing without a network"),
         },
     }
-    match load_modules("/etc/berth/modules") {
-        Ok(n) => say!("modules loaded n={n}"),
-        Err(e) => warn!("{e}"),
-    }
-
-    let mut sup = Supervisor::default();
-    let v = services::start_containerd(&mut sup)?;
-    say!("containerd version={v}");
-    services::import_images("/usr/share/berth/images");
+    // Containers need these modules (bridge, veth, netfilter), containerd's start does not:
+    // they load on the side while containerd starts.
+    let modules = std::thread::spawn(|| load_modules("/etc/berth/modules"));
+    services::prefetch(services::BINARIES);
     let text = fs::read_to_string("/etc/berth/services").unwrap_or_default();
     let (list, warnings) = services::parse_services(&text);
     for w in warnings {
         warn!("{w}");
+    }
+    let mut sup = Supervisor::default();
+    services::start_containerd(&mut sup)?;
+    services::import_images(&mut sup, "/usr/share/berth/images")?;
+    match modules.join() {
+        Ok(Ok(n)) => say!("modules loaded n={n}"),
+        Ok(Err(e)) => warn!("{e}"),
+        Err(_) => warn!("the module loading thread panicked"),
     }
     services::start_services(&mut sup, &list);
 
@@ -262,6 +265,11 @@ pub fn run() -> Result<()> {
         c.slot.as_deref().unwrap_or("unknown"),
         version(&c)
     );
+
+    match services::containerd_version() {
+        Ok(v) => say!("containerd version={v}"),
+        Err(e) => warn!("{e}"),
+    }
 
     if let Some(how) = c.after_ready {
         shutdown(how, &mut sup);
