@@ -67,8 +67,8 @@ alloc=$(( $(stat -c %b "$out/disk.raw") * $(stat -c %B "$out/disk.raw") ))
 root=$(stat -c %s "$out/root.ext4")
 zst=$(zstd -q -T0 -3 -c "$out/disk.raw" | wc -c)
 printf 'accelerator: %s, %d boots each, %d host CPUs\n' "$accel" "$runs" "$(nproc)"
-printf '%-40s %7.2fs   (target <= 8 s)   runs: %s\n' "direct boot to 'berth: ready' (median)" "$d" "${direct[*]}"
-printf '%-40s %7.2fs   (target <= 25 s)  runs: %s\n' "UEFI boot to 'berth: ready' (median)" "$u" "${uefi[*]}"
+printf '%-40s %7.2fs   (target <= 8 s)   runs: %s\n' "direct boot to 'berth: ready' (median)" "$d" "$(printf '%.1f ' "${direct[@]}")"
+printf '%-40s %7.2fs   (target <= 25 s)  runs: %s\n' "UEFI boot to 'berth: ready' (median)" "$u" "$(printf '%.1f ' "${uefi[@]}")"
 printf '%-40s %8s %8s\n' "phase ends (median s from QEMU start)" direct UEFI
 for i in "${!phases[@]}"; do
   pd=$(awk -v i="$i" '$1 == i {print $2}' "$work/phases.direct" | median)
