@@ -391,6 +391,13 @@ fn run(cli: Cli) -> Result<()> {
                 req.previous = Some(berth_aws::PublishRecord::read(&record_path)?.previous()?);
             }
             let size = std::fs::metadata(&disk)?.len();
+            // Ctrl-C (or SIGTERM) stops the publish at the next block or poll, and what it
+            // created in the account is deleted; a second one exits at once.
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register_conditional_shutdown(sig, 130, req.cancel.clone())
+                    .and_then(|_| signal_hook::flag::register(sig, req.cancel.clone()))
+                    .context("installing the SIGINT/SIGTERM handlers")?;
+            }
             let rec =
                 berth_aws::publish(&req, &creds, &endpoints, printer.bytes_bar(size, "upload"))?;
             rec.write(&record_path)?;
@@ -537,6 +544,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if e.downcast_ref::<berth_aws::Interrupted>().is_some() {
+                // The shell's convention for "stopped by SIGINT".
+                return ExitCode::from(130);
+            }
             ExitCode::from(1)
         }
     }

@@ -276,3 +276,58 @@ fn publish_vagrant_catalog_is_accepted_by_vagrant() {
         "{list}"
     );
 }
+
+/// Ctrl-C during the upload: berth stops at the next block, deletes the snapshot it started,
+/// says so, and exits 130; the publish record is not written.
+#[test]
+fn sigint_during_publish_aws_deletes_the_snapshot_and_exits_130() {
+    use std::io::{BufRead, BufReader};
+    let m = moto();
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image_dir(tmp.path());
+    // 128 MiB with data in every 512 KiB block: hundreds of uploads, one at a time.
+    let disk: Vec<u8> = (0..128u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 1)
+        .collect();
+    std::fs::write(img.join("disk.raw"), disk).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["-v", "publish", "aws", img.to_str().unwrap()])
+        .args(["--endpoint-url", &m.url, "--parallel", "1"])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = err.read_line(&mut line).unwrap();
+        assert!(n > 0, "berth ended before uploading:\n{seen}");
+        seen.push_str(&line);
+        if line.contains("uploading") {
+            break;
+        }
+    }
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "status {status}; stderr:\n{seen}{rest}"
+    );
+    assert!(
+        rest.contains("interrupted") && rest.contains("deleted snapshot snap-"),
+        "stderr:\n{seen}{rest}"
+    );
+    assert!(!img.join("aws-publish.json").exists());
+}

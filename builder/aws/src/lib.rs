@@ -36,6 +36,7 @@ pub use config::{
 };
 pub use http::{ApiError, RetryPolicy};
 pub use publish::{
-    disk_in, publish, DiskTooLarge, PublishRequest, DEFAULT_PARALLELISM, SNAPSHOT_LIMIT_BYTES,
+    disk_in, publish, DiskTooLarge, Interrupted, PublishRequest, DEFAULT_PARALLELISM,
+    SNAPSHOT_LIMIT_BYTES,
 };
 pub use record::{CopiedImage, PreviousPublish, PublishRecord};

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -42,6 +42,12 @@ pub struct DiskTooLarge {
     pub bytes: u64,
 }
 
+/// The publish was asked to stop (Ctrl-C: [`PublishRequest::cancel`] was set); what it had
+/// created is deleted, as for any failure.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
 #[derive(Clone, Debug)]
 pub struct PublishRequest {
     /// The raw disk image (`disk.raw` of an image directory; see [`disk_in`]).
@@ -64,6 +70,9 @@ pub struct PublishRequest {
     pub retry: RetryPolicy,
     /// Bound on each wait (snapshot completion, image availability).
     pub wait_timeout: Duration,
+    /// Set it (from a signal handler, say) to stop the publish at the next block or poll; the
+    /// run then deletes what it created and fails with [`Interrupted`].
+    pub cancel: Arc<AtomicBool>,
 }
 
 impl PublishRequest {
@@ -82,7 +91,16 @@ impl PublishRequest {
             previous: None,
             retry: RetryPolicy::default(),
             wait_timeout: DEFAULT_WAIT,
+            cancel: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Fails with [`Interrupted`] once `cancel` is set.
+    fn check_cancel(&self) -> Result<()> {
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(Interrupted.into());
+        }
+        Ok(())
     }
 
     fn all_tags(&self) -> Vec<(String, String)> {
@@ -256,6 +274,7 @@ fn run(ctx: &Ctx, disk_bytes: u64, created: &mut Created) -> Result<PublishRecor
     let ebs = ctx.ebs();
 
     let (started, plan) = loop {
+        req.check_cancel()?;
         let plan = blocks::plan(&map, parent.map(|p| &p.blocks));
         // Idempotency token: the same content, parent and run give the same token, so an HTTP
         // retry of StartSnapshot cannot create a second snapshot. The run's start time is in
@@ -306,6 +325,7 @@ fn run(ctx: &Ctx, disk_bytes: u64, created: &mut Created) -> Result<PublishRecor
     upload(ctx, &ebs, &snapshot_id, &map, &plan)?;
     let upload_seconds = t0.elapsed().as_secs_f64();
     let bytes_sent = plan.len() as u64 * BLOCK_SIZE;
+    req.check_cancel()?;
 
     if let Some(p) = ctx.progress {
         p.set_message(format!("waiting for {snapshot_id}"));
@@ -313,7 +333,7 @@ fn run(ctx: &Ctx, disk_bytes: u64, created: &mut Created) -> Result<PublishRecor
     ebs.complete(&snapshot_id, plan.len() as u64)?;
     let ec2 = ctx.ec2(&req.region);
     wait_for(
-        req.wait_timeout,
+        req,
         &format!("snapshot {snapshot_id} to complete"),
         || match ec2.snapshot_state(&snapshot_id)? {
             None => Ok(None),
@@ -329,6 +349,7 @@ fn run(ctx: &Ctx, disk_bytes: u64, created: &mut Created) -> Result<PublishRecor
     if let Some(p) = ctx.progress {
         p.set_message(format!("registering {}", req.image_name));
     }
+    req.check_cancel()?;
     let ami = ec2.register_image(&RegisterImage {
         name: &req.image_name,
         description: &req.description,
@@ -337,9 +358,10 @@ fn run(ctx: &Ctx, disk_bytes: u64, created: &mut Created) -> Result<PublishRecor
         tags: &tags,
     })?;
     created.image = Some(ami.clone());
-    wait_available(&ec2, &ami, req.wait_timeout)?;
+    wait_available(&ec2, &ami, req)?;
 
     for region in &req.copy_to_regions {
+        req.check_cancel()?;
         let target = ctx.ec2(region);
         let token = hex::encode(Sha256::digest(format!("{ami}\0{region}").as_bytes()));
         let copy =
@@ -350,9 +372,10 @@ fn run(ctx: &Ctx, disk_bytes: u64, created: &mut Created) -> Result<PublishRecor
         });
     }
     for c in &created.copies {
-        wait_available(&ctx.ec2(&c.region), &c.ami_id, req.wait_timeout)?;
+        wait_available(&ctx.ec2(&c.region), &c.ami_id, req)?;
     }
     if req.public || !req.launch_permission_users.is_empty() {
+        req.check_cancel()?;
         ec2.add_launch_permissions(&ami, &req.launch_permission_users, req.public)?;
         for c in &created.copies {
             ctx.ec2(&c.region).add_launch_permissions(
@@ -437,6 +460,9 @@ fn upload(ctx: &Ctx, ebs: &Ebs, snapshot: &str, map: &BlockMap, plan: &[u64]) ->
                     if stop.load(Ordering::SeqCst) {
                         return;
                     }
+                    if ctx.req.cancel.load(Ordering::SeqCst) {
+                        return fail(Interrupted.into());
+                    }
                     let k = next.fetch_add(1, Ordering::SeqCst);
                     let Some(&index) = plan.get(k as usize) else { return };
                     if let Err(e) = blocks::read_block(&file, map.disk_bytes, index, &mut buf) {
@@ -472,9 +498,9 @@ fn upload(ctx: &Ctx, ebs: &Ebs, snapshot: &str, map: &BlockMap, plan: &[u64]) ->
     }
 }
 
-fn wait_available(ec2: &Ec2, ami: &str, timeout: Duration) -> Result<()> {
+fn wait_available(ec2: &Ec2, ami: &str, req: &PublishRequest) -> Result<()> {
     wait_for(
-        timeout,
+        req,
         &format!("image {ami} in {} to become available", ec2.region),
         || match ec2.image_state(ami)? {
             Some(s) if s.state == "available" => Ok(Some(())),
@@ -491,12 +517,14 @@ fn wait_available(ec2: &Ec2, ami: &str, timeout: Duration) -> Result<()> {
     )
 }
 
-/// Polls `check` until it yields, errs, or `timeout` passes (1 s, growing to 15 s apart).
+/// Polls `check` until it yields, errs, or `req.wait_timeout` passes (0.25 s, growing to 15 s
+/// apart), or `req.cancel` is set.
 fn wait_for<T>(
-    timeout: Duration,
+    req: &PublishRequest,
     what: &str,
     mut check: impl FnMut() -> Result<Option<T>>,
 ) -> Result<T> {
+    let timeout = req.wait_timeout;
     let start = Instant::now();
     let mut pause = Duration::from_millis(250);
     loop {
@@ -506,7 +534,13 @@ fn wait_for<T>(
         if start.elapsed() >= timeout {
             bail!("gave up waiting for {what} after {:?}", timeout);
         }
-        std::thread::sleep(pause.min(timeout.saturating_sub(start.elapsed())));
+        let until = Instant::now() + pause.min(timeout.saturating_sub(start.elapsed()));
+        while Instant::now() < until {
+            req.check_cancel()?;
+            std::thread::sleep(
+                Duration::from_millis(100).min(until.saturating_duration_since(Instant::now())),
+            );
+        }
         pause = (pause * 2).min(Duration::from_secs(15));
     }
 }

@@ -622,3 +622,47 @@ fn bad_input_fails_before_touching_the_account() {
         t.elapsed()
     );
 }
+
+#[test]
+fn cancel_during_upload_stops_and_deletes_the_snapshot() {
+    use std::sync::atomic::Ordering;
+    let moto = Moto::start();
+    let proxy = Proxy::start(moto.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let disk_path = synthetic_disk(dir.path(), BLOCKS, DATA, 4);
+    let mut req = request(&disk_path, "berth-cancel-upload");
+    req.parallelism = 1;
+    // What a Ctrl-C does: the CLI's signal handler sets the flag, here while the 4th block is
+    // on its way.
+    let cancel = req.cancel.clone();
+    proxy.set_fault(Some(Box::new(move |r, n| {
+        if r.action == "PutSnapshotBlock" && n >= 3 {
+            cancel.store(true, Ordering::SeqCst);
+        }
+        None
+    })));
+    let err = publish(
+        &req,
+        &creds(),
+        &Endpoints::single(&proxy.url()).unwrap(),
+        None,
+    )
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(err.downcast_ref::<Interrupted>().is_some(), "{msg}");
+    assert!(msg.ends_with("interrupted"), "{msg}");
+    let sent = proxy.of("PutSnapshotBlock").len();
+    assert_eq!(sent, 4, "blocks sent after the cancel: {msg}");
+    assert!(proxy.of("CompleteSnapshot").is_empty());
+    assert!(proxy.of("RegisterImage").is_empty());
+    let deletes = proxy.of("DeleteSnapshot");
+    assert_eq!(deletes.len(), 1, "{msg}");
+    let snap = deletes[0].param("SnapshotId").unwrap();
+    assert!(msg.contains(&format!("deleted snapshot {snap}")), "{msg}");
+    let snaps = oracle(
+        &moto.url(),
+        REGION,
+        &["snapshots", "test-run", "berth-cancel-upload"],
+    );
+    assert_eq!(snaps, serde_json::json!([]), "snapshots left: {snaps}");
+}
