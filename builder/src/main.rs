@@ -164,6 +164,10 @@ enum Publish {
         /// Parallel block uploads.
         #[arg(long, default_value_t = berth_aws::DEFAULT_PARALLELISM)]
         parallel: usize,
+        /// Tag the snapshot and the AMI with KEY=VALUE; repeatable (berth:image and
+        /// berth:version are always added).
+        #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = berth_aws::parse_tag)]
+        tags: Vec<(String, String)>,
     },
     /// Add the image's Vagrant boxes to a box catalog (JSON for `vagrant box add URL`),
     /// updated in place; copy the boxes to URL_BASE/<version>/ on your file server.
@@ -364,6 +368,7 @@ fn run(cli: Cli) -> Result<()> {
             public,
             record,
             parallel,
+            tags,
         }) => {
             let m = image_manifest(&image_dir)?;
             let name = m["image"]["name"].as_str().unwrap_or("berth").to_string();
@@ -387,6 +392,7 @@ fn run(cli: Cli) -> Result<()> {
             req.launch_permission_users = launch_permission;
             req.public = public;
             req.parallelism = parallel.max(1);
+            req.tags = tags;
             if record_path.is_file() {
                 req.previous = Some(berth_aws::PublishRecord::read(&record_path)?.previous()?);
             }

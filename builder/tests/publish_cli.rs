@@ -104,6 +104,8 @@ fn publish_aws_registers_an_ami_and_the_second_run_sends_only_changes() {
         img.to_str().unwrap(),
         "--endpoint-url",
         &m.url,
+        "--tag",
+        "team=infra platform",
     ];
     let o = berth(&args, &env);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -111,6 +113,18 @@ fn publish_aws_registers_an_ami_and_the_second_run_sends_only_changes() {
     assert!(ami.starts_with("ami-"), "stdout: {ami}");
     let rec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(img.join("aws-publish.json")).unwrap()).unwrap();
+    let tags = rec["tags"].to_string();
+    assert!(
+        tags.contains("team") && tags.contains("infra platform") && tags.contains("berth:version"),
+        "{tags}"
+    );
+    // A tag AWS would refuse is a usage error before anything is sent.
+    let o = berth(
+        &["publish", "aws", img.to_str().unwrap(), "--tag", "aws:x=y"],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("reserved by AWS"));
     assert_eq!(rec["blocks_sent"], rec["blocks_nonzero"], "{rec}");
     assert!(rec["blocks_sent"].as_u64().unwrap() > 0);
 

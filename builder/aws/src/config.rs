@@ -258,6 +258,32 @@ pub fn check_region(r: &str, source: &str) -> Result<()> {
     Ok(())
 }
 
+/// `KEY=VALUE` as an EC2/EBS tag, checked against AWS's rules: key 1-128 characters, value up to
+/// 256, both of letters, digits, spaces and `_ . : / = + - @`, and no `aws:` prefix (reserved).
+pub fn parse_tag(s: &str) -> std::result::Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE, like team=infra"))?;
+    let allowed = |c: char| c.is_alphanumeric() || " _.:/=+-@".contains(c);
+    if k.is_empty() || k.chars().count() > 128 {
+        return Err(format!("{s:?}: a tag key has 1 to 128 characters"));
+    }
+    if v.chars().count() > 256 {
+        return Err(format!("{s:?}: a tag value has at most 256 characters"));
+    }
+    if let Some(c) = k.chars().chain(v.chars()).find(|&c| !allowed(c)) {
+        return Err(format!(
+            "{s:?}: {c:?} is not allowed in a tag (letters, digits, spaces and _ . : / = + - @ are)"
+        ));
+    }
+    if k.to_ascii_lowercase().starts_with("aws:") {
+        return Err(format!(
+            "{s:?}: tag keys starting with aws: are reserved by AWS"
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
 /// The region: `flag` (`--region`), `AWS_REGION`, `AWS_DEFAULT_REGION`, then `region` in the
 /// profile of the config file. The result is checked to look like a region.
 pub fn resolve_region(flag: Option<&str>) -> Result<String> {
@@ -414,6 +440,30 @@ fn public(region: &str, service: &str) -> Endpoint {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn tags_follow_aws_rules() {
+        assert_eq!(
+            parse_tag("team=infra platform"),
+            Ok(("team".into(), "infra platform".into()))
+        );
+        assert_eq!(parse_tag("empty="), Ok(("empty".into(), String::new())));
+        assert_eq!(parse_tag("a=b=c"), Ok(("a".into(), "b=c".into())));
+        for (bad, why) in [
+            ("novalue", "KEY=VALUE"),
+            ("=v", "1 to 128"),
+            ("k=\u{7}", "not allowed"),
+            ("aws:owner=me", "reserved"),
+            ("AWS:x=y", "reserved"),
+        ] {
+            let e = parse_tag(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert!(parse_tag(&format!("{}=v", "k".repeat(129))).is_err());
+        assert!(parse_tag(&format!("k={}", "v".repeat(257))).is_err());
+        assert!(parse_tag(&format!("{}={}", "k".repeat(128), "v".repeat(256))).is_ok());
+    }
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -31,7 +31,7 @@ pub mod time;
 pub mod xml;
 
 pub use config::{
-    resolve_credentials, resolve_credentials_from, resolve_region, resolve_region_from,
+    parse_tag, resolve_credentials, resolve_credentials_from, resolve_region, resolve_region_from,
     Credentials, Endpoint, Endpoints, Env, NoCredentials, ProcessEnv,
 };
 pub use http::{ApiError, RetryPolicy};

@@ -33,6 +33,8 @@ pub const SNAPSHOT_TIMEOUT_MINUTES: u32 = 60;
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(45 * 60);
 
 const GIB: u64 = 1 << 30;
+/// Tags per EC2/EBS resource.
+const MAX_TAGS: usize = 50;
 
 /// The disk is larger than an EBS snapshot can be.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +162,16 @@ fn validate(req: &PublishRequest) -> Result<u64> {
     }
     if req.parallelism == 0 {
         bail!("parallelism must be at least 1");
+    }
+    let tags = req.all_tags();
+    if tags.len() > MAX_TAGS {
+        bail!(
+            "{} tags (with berth:image and berth:version): AWS allows at most {MAX_TAGS} per snapshot or image",
+            tags.len()
+        );
+    }
+    for (k, v) in &req.tags {
+        crate::config::parse_tag(&format!("{k}={v}")).map_err(|e| anyhow!("tag {e}"))?;
     }
     let meta = std::fs::metadata(&req.disk).with_context(|| {
         format!(

@@ -582,6 +582,19 @@ fn bad_input_fails_before_touching_the_account() {
         "{err:#}"
     );
 
+    // Too many tags, or one AWS would refuse.
+    let mut req = request(&disk_path, "berth-many-tags");
+    req.tags = (0..49).map(|i| (format!("k{i}"), "v".into())).collect();
+    let err = publish(&req, &creds(), &ep, None).unwrap_err();
+    assert!(
+        format!("{err:#}")
+            .contains("51 tags (with berth:image and berth:version): AWS allows at most 50"),
+        "{err:#}"
+    );
+    req.tags = vec![("aws:created-by".into(), "me".into())];
+    let err = publish(&req, &creds(), &ep, None).unwrap_err();
+    assert!(format!("{err:#}").contains("reserved by AWS"), "{err:#}");
+
     // Larger than a snapshot can be: a sparse 65 TiB file (tmpfs allows it; ext4 stops at 16).
     let shm = tempfile::tempdir_in("/dev/shm").unwrap();
     let big = shm.path().join("disk.raw");
