@@ -39,6 +39,9 @@ pub const DEFAULT_BOOT_TRIES: u32 = 3;
 pub const DEFAULT_INITRD_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
+    // Disks on a virtio-scsi controller: VirtualBox boxes (the cloud kernel has no AHCI), GCE.
+    "virtio_scsi",
+    "sd_mod",
     "virtio_net",
     "dm_verity",
     "ext4",

@@ -112,6 +112,16 @@ pub struct VmConfig {
     /// Exit instead of rebooting when the guest reboots.
     pub no_reboot: bool,
     pub accel: Accel,
+    pub disk_bus: DiskBus,
+}
+
+/// How the disk is attached: virtio-blk (QEMU's and libvirt's usual), or a disk on a virtio-scsi
+/// controller (what berth's VirtualBox box uses, and GCE).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DiskBus {
+    #[default]
+    VirtioBlk,
+    VirtioScsi,
 }
 
 impl VmConfig {
@@ -128,6 +138,7 @@ impl VmConfig {
             console_log: None,
             no_reboot: false,
             accel: detect_accel(),
+            disk_bus: DiskBus::default(),
         })
     }
 }
@@ -213,12 +224,19 @@ pub fn command(cfg: &VmConfig, work: &Path) -> Result<Command> {
             cfg.disk.display()
         );
     }
-    c.arg("-drive").arg(format!(
-        "file={},if=virtio,format={},snapshot={},cache=unsafe",
+    let drive = format!(
+        "file={},format={},snapshot={},cache=unsafe",
         cfg.disk.display(),
         cfg.format.name(),
         if cfg.persist { "off" } else { "on" }
-    ));
+    );
+    match cfg.disk_bus {
+        DiskBus::VirtioBlk => c.arg("-drive").arg(format!("{drive},if=virtio")),
+        DiskBus::VirtioScsi => c
+            .args(["-device", "virtio-scsi-pci,id=scsi0", "-drive"])
+            .arg(format!("{drive},if=none,id=disk0"))
+            .args(["-device", "scsi-hd,drive=disk0,bus=scsi0.0"]),
+    };
     let mut net = "user,id=n0,restrict=on".to_string();
     for (host, guest) in &cfg.forwards {
         net.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));

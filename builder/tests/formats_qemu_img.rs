@@ -342,7 +342,7 @@ fn check_boxes(dir: &Path, size: u64) {
         "<VirtualSystem ovf:id=\"berth-test\">".into(),
         "<rasd:ResourceType>3</rasd:ResourceType>".into(),
         "<rasd:VirtualQuantity>1024</rasd:VirtualQuantity>".into(),
-        "<rasd:ResourceSubType>AHCI</rasd:ResourceSubType>".into(),
+        "<rasd:ResourceSubType>VirtioSCSI</rasd:ResourceSubType>".into(),
         "<rasd:HostResource>/disk/vmdisk1</rasd:HostResource>".into(),
         "vmw:key=\"firmware\" vmw:value=\"efi\"".into(),
     ] {

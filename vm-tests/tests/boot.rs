@@ -229,7 +229,7 @@ fn corrupted_root_fails_loudly_instead_of_booting() {
 }
 
 #[test]
-fn qcow2_and_vmdk_disks_boot_to_ready() {
+fn qcow2_on_virtio_blk_and_vmdk_on_virtio_scsi_boot_to_ready() {
     let img = test_image();
     let work = tempfile::tempdir().unwrap();
     let roothash = img.manifest["verity"]["roothash"].as_str().unwrap();
@@ -258,6 +258,10 @@ fn qcow2_and_vmdk_disks_boot_to_ready() {
             path.display()
         );
         cfg.boot = img.direct("berth.after-ready=poweroff").unwrap();
+        // The VMDK goes on a virtio-scsi controller, as in the VirtualBox box.
+        if fmt == berth::formats::Format::Vmdk {
+            cfg.disk_bus = berth::qemu::DiskBus::VirtioScsi;
+        }
         let mut g = Guest::start(&format!("boot-{}", fmt.name()), cfg).unwrap();
         g.wait_for(&ready_line(img), READY_DIRECT).unwrap();
         let st = g.wait_exit(SHUTDOWN).unwrap();

@@ -232,8 +232,9 @@ fn xml(s: &str) -> String {
         .replace('\'', "&apos;")
 }
 
-/// box.ovf: an OVF 1.0 envelope with one VirtualSystem: 1 vCPU, 1 GiB, a SATA (AHCI)
-/// controller holding the streamOptimized VMDK, one virtio NIC on NAT, EFI firmware (VMware's
+/// box.ovf: an OVF 1.0 envelope with one VirtualSystem: 1 vCPU, 1 GiB, a virtio-scsi controller
+/// (VirtualBox >= 6.1; the Debian cloud kernel has no AHCI driver) holding the streamOptimized
+/// VMDK, one virtio NIC on NAT, EFI firmware (VMware's
 /// `vmw:Config firmware=efi`; VirtualBox gets EFI from the Vagrantfile instead).
 pub fn ovf(ctx: &FormatCtx, vmdk_size: u64) -> String {
     let name = xml(&format!("berth-{}", ctx.image_name));
@@ -294,11 +295,11 @@ pub fn ovf(ctx: &FormatCtx, vmdk_size: u64) -> String {
       </Item>
       <Item>
         <rasd:Address>0</rasd:Address>
-        <rasd:Caption>sataController0</rasd:Caption>
-        <rasd:Description>SATA Controller</rasd:Description>
-        <rasd:ElementName>sataController0</rasd:ElementName>
+        <rasd:Caption>virtioSCSIController0</rasd:Caption>
+        <rasd:Description>VirtioSCSI Controller</rasd:Description>
+        <rasd:ElementName>virtioSCSIController0</rasd:ElementName>
         <rasd:InstanceID>3</rasd:InstanceID>
-        <rasd:ResourceSubType>AHCI</rasd:ResourceSubType>
+        <rasd:ResourceSubType>VirtioSCSI</rasd:ResourceSubType>
         <rasd:ResourceType>20</rasd:ResourceType>
       </Item>
       <Item>
