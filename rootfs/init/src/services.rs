@@ -68,15 +68,19 @@ pub struct Service {
 impl Service {
     /// `ctr` arguments that run this service.
     fn run_args(&self) -> Vec<String> {
-        let mut v: Vec<String> = vec!["-n".into(), NAMESPACE.into()];
-        v.extend([
-            "--connect-timeout".into(),
-            CONNECT_TIMEOUT.into(),
-            "run".into(),
-            "--rm".into(),
-            "--net-host".into(),
-        ]);
-        v.extend([self.image.clone(), self.name.clone()]);
+        let mut v: Vec<String> = [
+            "-n",
+            NAMESPACE,
+            "--connect-timeout",
+            CONNECT_TIMEOUT,
+            "run",
+            "--rm",
+            "--net-host",
+            &self.image,
+            &self.name,
+        ]
+        .map(String::from)
+        .to_vec();
         v.extend(self.args.iter().cloned());
         v
     }
