@@ -12,6 +12,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::build::derive16;
 use crate::fat::{self, FatFile, FatOptions};
+use berth_contract::entry::loader_conf;
+use berth_contract::paths::{self, INITRD_RELEASE, MODULE_LIST};
+use berth_contract::{BootArgs, BootEntry, EntryName};
+
 use crate::gpt::{self, DiskLayout, DiskSpec, Guid, Slot};
 use crate::kmod;
 use crate::manifest::{Entry, ImagePath, Kind, Manifest};
@@ -22,12 +26,6 @@ use crate::{cpio, ext4, verity};
 
 /// Where systemd-boot-efi ships the loader.
 const SYSTEMD_BOOT_EFI: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
-/// The removable-media path UEFI firmware boots without any NVRAM entry (first boot, clouds).
-const ESP_LOADER_PATH: &str = "/EFI/BOOT/BOOTX64.EFI";
-/// The file berth-init's stage detection looks for.
-const INITRD_RELEASE: &str = "/etc/initrd-release";
-/// Module list files (see rootfs/init/README.md).
-const MODULE_LIST: &str = "/etc/berth/modules";
 
 /// Takes the systemd-boot EFI binary from the boot package's data.
 pub fn systemd_boot_efi(entries: &[(ImagePath, Entry)], package: &str) -> Result<Arc<Vec<u8>>> {
@@ -167,29 +165,39 @@ impl PartUuids {
     }
 }
 
-/// The kernel command line of a slot's boot entry (see rootfs/init/README.md).
-pub fn cmdline(
+/// The boot arguments of a slot's boot entry (the contract's `BootArgs`): the slot's partitions
+/// and root hash, then the profile's `kernel.cmdline`. Checked to read back as written.
+pub fn boot_args(
     profile: &Profile,
     slot: Slot,
     root: Guid,
     verity: Guid,
     state: Guid,
     roothash: &str,
-) -> String {
-    format!(
-        "berth.slot={slot} berth.version={} berth.root=PARTUUID={root} berth.verity=PARTUUID={verity} berth.roothash={roothash} berth.state=PARTUUID={state} {}",
-        profile.image.version, profile.kernel.cmdline
-    )
+) -> Result<BootArgs> {
+    let args = BootArgs {
+        slot,
+        version: profile.image.version.clone(),
+        root,
+        verity,
+        roothash: roothash.to_string(),
+        state,
+        after_ready: None,
+        extra: berth_contract::cmdline::extra_words(&profile.kernel.cmdline),
+    };
+    args.validate().with_context(|| {
+        format!(
+            "{}: keys `image.version` and `kernel.cmdline` must make a valid kernel command line",
+            profile.path.display()
+        )
+    })?;
+    Ok(args)
 }
 
 /// The boot entry's file name: `berth-a+3.conf` while it has tries left (boot counting), or
 /// `berth-a.conf` when counting is off.
 pub fn entry_name(slot: Slot, tries: u32) -> String {
-    if tries == 0 {
-        format!("berth-{slot}.conf")
-    } else {
-        format!("berth-{slot}+{tries}.conf")
-    }
+    EntryName::new(slot, tries).file_name()
 }
 
 /// Everything on the ESP for a disk whose slot A holds this build.
@@ -198,32 +206,26 @@ pub fn esp_files(
     loader: Arc<Vec<u8>>,
     vmlinuz: Arc<Vec<u8>>,
     initrd: Arc<Vec<u8>>,
-    cmdline: &str,
+    args: &BootArgs,
 ) -> Vec<FatFile> {
-    let slot = Slot::A;
-    // systemd-boot sorts entries by sort-key, then version (newest first): the newer slot
-    // boots first, and entries whose tries are used up go last.
-    let entry = format!(
-        "title berth {v} (slot {slot})\nsort-key berth\nversion {v}\nlinux /berth/{slot}/vmlinuz\ninitrd /berth/{slot}/initrd\noptions {cmdline}\n",
-        v = profile.image.version
-    );
-    let loader_conf = format!(
-        "timeout {}\nconsole-mode keep\neditor no\nauto-entries no\nauto-firmware no\n",
-        profile.boot.timeout
-    );
+    let slot = args.slot;
+    let entry = BootEntry { args: args.clone() };
     let f = |p: &str, d: Arc<Vec<u8>>| FatFile {
         path: p.to_string(),
         data: d,
     };
     vec![
-        f(ESP_LOADER_PATH, loader),
-        f("/loader/loader.conf", Arc::new(loader_conf.into_bytes())),
+        f(paths::ESP_LOADER, loader),
         f(
-            &format!("/loader/entries/{}", entry_name(slot, profile.boot.tries)),
-            Arc::new(entry.into_bytes()),
+            paths::LOADER_CONF,
+            Arc::new(loader_conf(profile.boot.timeout).into_bytes()),
         ),
-        f(&format!("/berth/{slot}/vmlinuz"), vmlinuz),
-        f(&format!("/berth/{slot}/initrd"), initrd),
+        f(
+            &paths::entry(&EntryName::new(slot, profile.boot.tries)),
+            Arc::new(entry.text().into_bytes()),
+        ),
+        f(&paths::slot_kernel(slot), vmlinuz),
+        f(&paths::slot_initrd(slot), initrd),
     ]
 }
 
@@ -233,7 +235,7 @@ pub fn verity_slot_size(root_slot: Bytes) -> Bytes {
 }
 
 pub fn plan_disk(profile: &Profile, ids: &PartUuids) -> Result<DiskLayout> {
-    gpt::plan(&DiskSpec {
+    Ok(gpt::plan(&DiskSpec {
         esp: profile.disk.esp,
         root_slot: profile.disk.root,
         verity_slot: verity_slot_size(profile.disk.root),
@@ -248,7 +250,7 @@ pub fn plan_disk(profile: &Profile, ids: &PartUuids) -> Result<DiskLayout> {
             ids.state,
         ],
         active: Slot::A,
-    })
+    })?)
 }
 
 /// Copies `src` to `out` at its current position, skipping all-zero 64 KiB chunks with a seek so

@@ -428,15 +428,16 @@ pub fn build(opts: &BuildOptions, printer: &Printer) -> Result<BuildResult> {
     let step = printer.step("disk.raw");
     let ids = boot::PartUuids::derive(&profile.image.name, &vinfo.root_hash);
     let roothash = hex::encode(vinfo.root_hash);
-    let cmdline = boot::cmdline(
+    let args = boot::boot_args(
         &profile,
         Slot::A,
         ids.root_a,
         ids.verity_a,
         ids.state,
         &roothash,
-    );
-    let esp = boot::esp_files(&profile, loader, vmlinuz, Arc::new(initrd), &cmdline);
+    )?;
+    let cmdline = args.to_string();
+    let esp = boot::esp_files(&profile, loader, vmlinuz, Arc::new(initrd), &args);
     let layout = boot::plan_disk(&profile, &ids)?;
     boot::write_disk(
         &staging.file(DISK),

@@ -9,8 +9,8 @@ use crate::oci::{self, OciImage};
 use crate::profile::{Container, Profile};
 use crate::rootfs::{usrmerge, PackageData, RootfsManifest};
 
-pub const IMAGES_DIR: &str = "/usr/share/berth/images";
-pub const SERVICES: &str = "/etc/berth/services";
+pub use berth_contract::paths::IMAGES_DIR;
+pub use berth_contract::paths::SERVICES;
 
 /// The image's filesystem: every file of the container's packages (merged-/usr), plus the few
 /// directories runc expects to mount over.

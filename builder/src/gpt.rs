@@ -1,536 +1,154 @@
-//! The disk's GUID partition table: the layout math ([`plan`]), the writer ([`write`]) and the
-//! reader that recognises a berth disk ([`read`]).
-//!
-//! Partition types follow the Discoverable Partitions Specification (DPS, x86-64); the table is
-//! the one in DESIGN.md "Disk layout". [`plan`] is pure; [`write`] and [`read`] touch only the
-//! GPT structures (protective MBR, headers, entry arrays), never partition contents.
+//! The disk's GUID partition table, as the builder reads and writes it: the layout, the codec
+//! and the edits are the contract's ([`berth_contract::gpt`], shared with berth-init); this
+//! module only moves the sectors between a [`DiskLayout`] and a file.
 
-mod crc32;
-mod guid;
-mod ondisk;
+use std::io::{Read, Seek, SeekFrom, Write};
 
-use std::fmt;
-use std::ops::Not;
+use anyhow::{Context, Result};
 
-use anyhow::{bail, ensure, Result};
+pub use berth_contract::dps::{
+    ATTR_NO_AUTO, ATTR_READ_ONLY, ATTR_REQUIRED, ESP_TYPE, ROOT_VERITY_X86_64_TYPE,
+    ROOT_X86_64_TYPE, VAR_TYPE,
+};
+pub use berth_contract::gpt::Table;
+pub use berth_contract::layout::{ALIGN, PARTITION_NAMES, PARTITION_TYPES};
+pub use berth_contract::{
+    crc32, plan, roothash_partuuids, DiskLayout, DiskSpec, Error, Guid, PartitionPlan, Slot, SECTOR,
+};
 
-pub use crc32::crc32;
-pub use guid::Guid;
-pub use ondisk::{read, write, ReadError};
+use crate::units::Bytes;
 
-use crate::units::{Bytes, MIB};
-
-/// GPT's logical block size. berth images are always 512-byte-sector disks: QEMU, Vagrant
-/// providers and EC2 all present them that way.
-pub const SECTOR: u64 = 512;
-
-/// Where partitions start: 1 MiB keeps every partition aligned for 4 KiB-sector and
-/// SSD/erase-block backing stores, and is what sgdisk/parted/systemd-repart use.
-pub const ALIGN: u64 = MIB;
-
-/// EFI System Partition (UEFI spec).
-pub const ESP_TYPE: Guid = Guid::from_str_const("C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
-/// DPS "Root Partition (x86-64)".
-pub const ROOT_X86_64_TYPE: Guid = Guid::from_str_const("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709");
-/// DPS "Root Verity Partition (x86-64)".
-pub const ROOT_VERITY_X86_64_TYPE: Guid =
-    Guid::from_str_const("2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5");
-/// DPS "Variable Data Partition" (`/var`).
-pub const VAR_TYPE: Guid = Guid::from_str_const("4D21B016-B534-45C2-A9FB-5C16E091FD2D");
-
-/// DPS bit 60: mount read-only. Set on root and verity partitions (DPS recommends it
-/// unconditionally for verity partitions).
-pub const ATTR_READ_ONLY: u64 = 1 << 60;
-/// DPS bit 63: no auto-discovery. Set on the inactive slot, so a DPS-following OS (or
-/// `systemd-dissect`) picks the active slot's root.
-pub const ATTR_NO_AUTO: u64 = 1 << 63;
-/// UEFI bit 0, "required partition". Not set by berth: the UEFI spec means it for partitions
-/// whose removal breaks the platform (OEM/recovery), DPS does not use it, systemd-repart and
-/// mkosi do not set it on the ESP, and firmware finds the ESP by its type GUID alone.
-pub const ATTR_REQUIRED: u64 = 1;
-
-/// An A/B root slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Slot {
-    A,
-    B,
+fn write_at<W: Write + Seek>(out: &mut W, lba: u64, data: &[u8], what: &str) -> Result<()> {
+    out.seek(SeekFrom::Start(lba * SECTOR))
+        .with_context(|| format!("seeking to the {what} at LBA {lba}"))?;
+    out.write_all(data)
+        .with_context(|| format!("writing the {what} at LBA {lba}"))
 }
 
-/// `!slot` is the other slot.
-impl Not for Slot {
-    type Output = Slot;
-
-    fn not(self) -> Slot {
-        match self {
-            Slot::A => Slot::B,
-            Slot::B => Slot::A,
-        }
-    }
-}
-
-/// `a` / `b`, as in partition names, `berth.slot=` and boot entry names.
-impl fmt::Display for Slot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Slot::A => "a",
-            Slot::B => "b",
-        })
-    }
-}
-
-/// What the disk should hold. Sizes are the minimum each partition must hold; see [`plan`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DiskSpec {
-    pub esp: Bytes,
-    /// Size of each root partition (both slots are the same size, so either can take an update).
-    pub root_slot: Bytes,
-    /// Size of each verity partition.
-    pub verity_slot: Bytes,
-    /// Initial size of the state partition; berth-init grows it to the end of the disk.
-    pub state: Bytes,
-    pub disk_guid: Guid,
-    /// Unique partition GUIDs in partition order: esp, root-a, root-a-verity, root-b,
-    /// root-b-verity, state. For the slot written at build time, pass the pair
-    /// [`roothash_partuuids`] derives from its root hash; the others should be derived from
-    /// build inputs (e.g. `build::derive16`) so the image stays reproducible.
-    pub part_guids: [Guid; 6],
-    /// The slot that boots; the other gets [`ATTR_NO_AUTO`].
-    pub active: Slot,
-}
-
-/// One partition of a planned (or read) disk.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PartitionPlan {
-    /// 1-based GPT entry number (`/dev/vda2` is index 2).
-    pub index: u32,
-    /// GPT partition name (stored UTF-16LE): one of [`PARTITION_NAMES`].
-    pub name: &'static str,
-    pub type_guid: Guid,
-    pub guid: Guid,
-    pub first_lba: u64,
-    /// Inclusive, as GPT stores it.
-    pub last_lba: u64,
-    pub attributes: u64,
-}
-
-impl PartitionPlan {
-    /// Byte offset of the partition on the disk: where its contents go.
-    pub fn offset(&self) -> Bytes {
-        Bytes(self.first_lba * SECTOR)
-    }
-
-    pub fn size(&self) -> Bytes {
-        Bytes((self.last_lba - self.first_lba + 1) * SECTOR)
-    }
-}
-
-/// Partition names in entry order.
-pub const PARTITION_NAMES: [&str; 6] = [
-    "esp",
-    "root-a",
-    "root-a-verity",
-    "root-b",
-    "root-b-verity",
-    "state",
-];
-
-/// Type GUIDs in entry order.
-const PARTITION_TYPES: [Guid; 6] = [
-    ESP_TYPE,
-    ROOT_X86_64_TYPE,
-    ROOT_VERITY_X86_64_TYPE,
-    ROOT_X86_64_TYPE,
-    ROOT_VERITY_X86_64_TYPE,
-    VAR_TYPE,
-];
-
-/// A complete berth disk layout. Only [`plan`] and [`read`] make one, so it always has the six
-/// berth partitions in order, inside the disk.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DiskLayout {
-    disk_size: Bytes,
-    disk_guid: Guid,
-    active: Slot,
-    partitions: Vec<PartitionPlan>,
-}
-
-impl DiskLayout {
-    /// The disk's size as the GPT describes it (the backup header is its last sector).
-    pub fn disk_size(&self) -> Bytes {
-        self.disk_size
-    }
-
-    pub fn disk_guid(&self) -> Guid {
-        self.disk_guid
-    }
-
-    /// The slot without the no-auto attribute.
-    pub fn active(&self) -> Slot {
-        self.active
-    }
-
-    /// All six partitions in entry order.
-    pub fn partitions(&self) -> &[PartitionPlan] {
-        &self.partitions
-    }
-
-    /// The partition with that GPT name, e.g. `"root-b"`.
-    pub fn partition(&self, name: &str) -> Option<&PartitionPlan> {
-        self.partitions.iter().find(|p| p.name == name)
-    }
-
-    pub fn esp(&self) -> &PartitionPlan {
-        &self.partitions[0]
-    }
-
-    pub fn root(&self, slot: Slot) -> &PartitionPlan {
-        &self.partitions[slot_base(slot)]
-    }
-
-    pub fn verity(&self, slot: Slot) -> &PartitionPlan {
-        &self.partitions[slot_base(slot) + 1]
-    }
-
-    pub fn state(&self) -> &PartitionPlan {
-        &self.partitions[5]
-    }
-
-    /// Last LBA of the disk, where the backup header lives.
-    pub fn last_lba(&self) -> u64 {
-        self.disk_size.get() / SECTOR - 1
-    }
-}
-
-/// Position of a slot's root partition in `partitions` (its verity partition follows it).
-fn slot_base(slot: Slot) -> usize {
-    match slot {
-        Slot::A => 1,
-        Slot::B => 3,
-    }
-}
-
-/// The attributes berth gives partition `i` (0-based entry position) when `active` boots.
-fn attributes_for(i: usize, active: Slot) -> u64 {
-    match i {
-        1..=4 => {
-            let slot = if i <= 2 { Slot::A } else { Slot::B };
-            ATTR_READ_ONLY | if slot == active { 0 } else { ATTR_NO_AUTO }
-        }
-        _ => 0,
-    }
-}
-
-/// Plans the disk: where each partition goes and what the GPT says about it.
+/// Writes the protective MBR, both headers and both entry arrays of `layout`.
 ///
-/// ```text
-///  LBA 0        protective MBR (one 0xEE partition covering the disk)
-///  LBA 1        primary GPT header
-///  LBA 2..=33   primary entry array (128 entries x 128 bytes)
-///  ...          unused up to 1 MiB
-///  1 MiB      +--------------------+
-///             | 1 esp              |  >= spec.esp
-///             +--------------------+  every start is 1 MiB aligned
-///             | 2 root-a           |  >= spec.root_slot    read-only, no-auto unless A is active
-///             | 3 root-a-verity    |  >= spec.verity_slot  read-only, no-auto unless A is active
-///             | 4 root-b           |  same size as root-a  read-only, no-auto unless B is active
-///             | 5 root-b-verity    |  same as root-a-verity
-///             | 6 state            |  >= spec.state (grown to the disk's end on first boot)
-///             +--------------------+  end of state, 1 MiB aligned
-///             | 1 MiB tail: unused |
-///             |  backup entries    |  last LBA - 32 ..= last LBA - 1
-///             |  backup header     |  last LBA
-///             +--------------------+  disk_size = end of state + 1 MiB
-/// ```
-///
-/// Each size must be a non-zero whole number of sectors; a partition's size is then rounded up
-/// to a whole MiB, so the next one starts aligned and no gaps appear between partitions (a
-/// caller can size the verity partition from the hash tree's exact size). The output depends
-/// only on `spec`.
-pub fn plan(spec: &DiskSpec) -> Result<DiskLayout> {
-    for (what, size) in [
-        ("esp", spec.esp),
-        ("root slot", spec.root_slot),
-        ("verity slot", spec.verity_slot),
-        ("state", spec.state),
-    ] {
-        ensure!(
-            size.get() > 0,
-            "the {what} partition size is zero: give it at least 1 MiB"
-        );
-        ensure!(
-            size.get() % SECTOR == 0,
-            "the {what} partition size {size} ({} bytes) is not a whole number of {SECTOR}-byte sectors",
-            size.get()
-        );
-    }
-    ensure!(
-        !spec.disk_guid.is_nil(),
-        "the disk GUID is the nil GUID: derive one from the build inputs"
-    );
-    let mut seen: Vec<Guid> = vec![spec.disk_guid];
-    for (name, g) in PARTITION_NAMES.iter().zip(&spec.part_guids) {
-        ensure!(
-            !g.is_nil(),
-            "partition {name}: its GUID is the nil GUID, which GPT reserves for unused entries"
-        );
-        if seen.contains(g) {
-            bail!("partition {name}: GUID {g} is used twice on the disk; PARTUUID= lookups need unique GUIDs");
-        }
-        seen.push(*g);
-    }
-
-    let sizes = [
-        spec.esp,
-        spec.root_slot,
-        spec.verity_slot,
-        spec.root_slot,
-        spec.verity_slot,
-        spec.state,
-    ];
-    let too_big = || anyhow::anyhow!("the partition sizes add up to more than a disk can address");
-    let mut start = ALIGN;
-    let mut partitions = Vec::with_capacity(6);
-    for (i, size) in sizes.into_iter().enumerate() {
-        let len = size
-            .get()
-            .checked_next_multiple_of(ALIGN)
-            .ok_or_else(too_big)?;
-        let end = start.checked_add(len).ok_or_else(too_big)?;
-        partitions.push(PartitionPlan {
-            index: i as u32 + 1,
-            name: PARTITION_NAMES[i],
-            type_guid: PARTITION_TYPES[i],
-            guid: spec.part_guids[i],
-            first_lba: start / SECTOR,
-            last_lba: end / SECTOR - 1,
-            attributes: attributes_for(i, spec.active),
-        });
-        start = end;
-    }
-    let disk_size = start.checked_add(ALIGN).ok_or_else(too_big)?;
-    Ok(DiskLayout {
-        disk_size: Bytes(disk_size),
-        disk_guid: spec.disk_guid,
-        active: spec.active,
-        partitions,
-    })
+/// Nothing else is written: partition contents go at [`PartitionPlan::offset`], by the caller,
+/// before or after. Writing the backup header makes a shorter file `disk_size` long; a caller
+/// writing a sparse file can `set_len(disk_size)` first, either way.
+pub fn write<W: Write + Seek>(layout: &DiskLayout, out: &mut W) -> Result<()> {
+    write_table(&layout.table(), out)
 }
 
-/// The partition UUIDs DPS pairs with a verity root hash: the root partition's is the first 128
-/// bits of the hash, the verity partition's the last 128 bits, as `(root, verity)`.
+/// Writes an (edited) table's sectors, backup copy first.
+pub fn write_table<W: Write + Seek>(table: &Table, out: &mut W) -> Result<()> {
+    let enc = table.encode();
+    for (what, lba, bytes) in enc.writes() {
+        write_at(out, lba, bytes, what)?;
+    }
+    out.flush().context("flushing the GPT")
+}
+
+fn read_at<R: Read + Seek>(r: &mut R, lba: u64, buf: &mut [u8], what: &str) -> Result<()> {
+    r.seek(SeekFrom::Start(lba * SECTOR))
+        .with_context(|| format!("seeking to the {what} at LBA {lba}"))?;
+    r.read_exact(buf)
+        .with_context(|| format!("reading the {what} at LBA {lba}"))
+}
+
+/// Reads one copy of the table: the header at `lba` and the entry array it points to.
+fn read_copy<R: Read + Seek>(r: &mut R, lba: u64, which: &str) -> Result<Table> {
+    let mut s = [0u8; SECTOR as usize];
+    read_at(r, lba, &mut s, &format!("{which} GPT header"))?;
+    let h = Table::decode_header(&s, lba)?;
+    let mut entries = vec![0u8; h.entry_array_bytes() as usize];
+    read_at(
+        r,
+        h.entries_lba,
+        &mut entries,
+        &format!("{which} GPT entries"),
+    )?;
+    Ok(Table::decode(&s, lba, &entries)?)
+}
+
+/// Reads a disk's GPT, checks it (protective MBR, both headers' and entry arrays' CRC32s, the
+/// two copies agreeing) and that it holds berth's six partitions with their names and types.
 ///
-/// The bytes are taken verbatim in text order (the hash's first byte is the UUID's first two hex
-/// digits), with no RFC 4122 version/variant bits forced in: systemd's image dissection
-/// (`dissect_image`) copies the hash bytes into an `sd_id128_t` and compares it with the
-/// partition UUID as it prints, so any bit set here would break the match. Tools print these
-/// UUIDs fine. For a SHA-256 root hash they can only collide or be nil with negligible
-/// probability; [`plan`] still refuses both.
-pub fn roothash_partuuids(roothash: &[u8; 32]) -> (Guid, Guid) {
-    let mut root = [0u8; 16];
-    let mut verity = [0u8; 16];
-    root.copy_from_slice(&roothash[..16]);
-    verity.copy_from_slice(&roothash[16..]);
-    (Guid::from_bytes(root), Guid::from_bytes(verity))
+/// A damaged primary header or array is an error even when the backup is intact (sgdisk would
+/// recover from the backup): berth never boots or updates a disk whose table it cannot trust,
+/// and repairing it is a job for `sgdisk`, on purpose. Errors wrap an [`Error`]
+/// (`downcast_ref::<gpt::Error>()` tells "not ours" from "ours but damaged").
+pub fn read<R: Read + Seek>(r: &mut R) -> Result<DiskLayout> {
+    read_table(r).and_then(|t| Ok(DiskLayout::from_table(&t)?))
+}
+
+/// Reads and checks both copies of a disk's GPT (see [`read`]) and returns the primary.
+pub fn read_table<R: Read + Seek>(r: &mut R) -> Result<Table> {
+    let len = r
+        .seek(SeekFrom::End(0))
+        .context("finding the disk's size")?;
+    let total = len / SECTOR;
+    if total < 2 * berth_contract::gpt::FIRST_USABLE_LBA {
+        return Err(Error::NotGpt(format!("{} is too small to hold a GPT", Bytes(len))).into());
+    }
+    let mut mbr = [0u8; SECTOR as usize];
+    read_at(r, 0, &mut mbr, "MBR")?;
+    berth_contract::gpt::check_protective_mbr(&mbr)?;
+    let primary = read_copy(r, 1, "primary")?;
+    let alt = primary.header.alternate_lba;
+    if alt <= primary.header.last_usable_lba || alt >= total {
+        return Err(Error::Corrupt(format!(
+            "the primary header puts the backup header at LBA {alt}, outside the disk ({total} sectors): truncated or damaged image"
+        ))
+        .into());
+    }
+    let backup = read_copy(r, alt, "backup")?;
+    primary.check_backup(&backup)?;
+    Ok(primary)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Cursor;
 
-    fn guid(n: u8) -> Guid {
-        Guid::from_bytes([n; 16])
-    }
-
-    fn spec() -> DiskSpec {
-        DiskSpec {
-            esp: Bytes::mib(256),
-            root_slot: Bytes::mib(1024),
-            verity_slot: Bytes::mib(16),
-            state: Bytes::mib(256),
-            disk_guid: guid(0xd0),
-            part_guids: [guid(1), guid(2), guid(3), guid(4), guid(5), guid(6)],
+    fn small() -> DiskLayout {
+        plan(&DiskSpec {
+            esp: Bytes::mib(2),
+            root_slot: Bytes::mib(3),
+            verity_slot: Bytes(4096),
+            state: Bytes::mib(1),
+            disk_guid: Guid::parse("11111111-2222-3333-4444-555555555555").unwrap(),
+            part_guids: std::array::from_fn(|i| Guid::from_bytes([i as u8 + 1; 16])),
             active: Slot::A,
-        }
+        })
+        .unwrap()
+    }
+
+    fn written(l: &DiskLayout) -> Vec<u8> {
+        let mut c = Cursor::new(vec![0; l.disk_size().get() as usize]);
+        write(l, &mut c).unwrap();
+        c.into_inner()
     }
 
     #[test]
-    fn slots_flip_and_print() {
-        assert_eq!(!Slot::A, Slot::B);
-        assert_eq!(!!Slot::B, Slot::B);
-        assert_eq!(format!("root-{}", Slot::A), "root-a");
-        assert_eq!(Slot::B.to_string(), "b");
+    fn file_round_trip() {
+        let l = small();
+        assert_eq!(read(&mut Cursor::new(written(&l))).unwrap(), l);
     }
 
     #[test]
-    fn partitions_in_order_aligned_and_contiguous() {
-        let l = plan(&spec()).unwrap();
-        let names: Vec<_> = l.partitions().iter().map(|p| p.name).collect();
-        assert_eq!(names, PARTITION_NAMES);
-        assert_eq!(
-            l.partitions().iter().map(|p| p.index).collect::<Vec<_>>(),
-            [1, 2, 3, 4, 5, 6]
+    fn errors_keep_their_kind_through_anyhow() {
+        let l = small();
+        let e = read(&mut Cursor::new(vec![0; 4 << 20])).unwrap_err();
+        assert!(
+            matches!(e.downcast_ref::<Error>(), Some(Error::NotGpt(_))),
+            "{e:#}"
         );
-        assert_eq!(l.esp().first_lba, 2048);
-        for p in l.partitions() {
-            assert_eq!(p.offset().get() % ALIGN, 0, "{} start", p.name);
-            assert_eq!(p.size().get() % ALIGN, 0, "{} size", p.name);
-        }
-        for w in l.partitions().windows(2) {
-            assert_eq!(
-                w[0].last_lba + 1,
-                w[1].first_lba,
-                "{} -> {}",
-                w[0].name,
-                w[1].name
-            );
-        }
-        let types: Vec<_> = l.partitions().iter().map(|p| p.type_guid).collect();
-        assert_eq!(types, PARTITION_TYPES);
-        assert_eq!(
-            l.partitions().iter().map(|p| p.guid).collect::<Vec<_>>(),
-            spec().part_guids
+        let mut d = written(&l);
+        d[(SECTOR + 16) as usize] ^= 1;
+        let e = read(&mut Cursor::new(d)).unwrap_err();
+        assert!(
+            matches!(e.downcast_ref::<Error>(), Some(Error::Corrupt(_))),
+            "{e:#}"
         );
-        assert_eq!(l.disk_guid(), guid(0xd0));
-    }
-
-    #[test]
-    fn sizes_and_disk_size() {
-        let l = plan(&spec()).unwrap();
-        assert_eq!(l.esp().size(), Bytes::mib(256));
-        assert_eq!(l.root(Slot::A).size(), Bytes::mib(1024));
-        assert_eq!(l.root(Slot::B).size(), l.root(Slot::A).size());
-        assert_eq!(l.verity(Slot::A).size(), Bytes::mib(16));
-        assert_eq!(l.verity(Slot::B).size(), l.verity(Slot::A).size());
-        assert_eq!(l.state().size(), Bytes::mib(256));
-        // 1 MiB lead-in + partitions + 1 MiB tail.
-        assert_eq!(
-            l.disk_size(),
-            Bytes::mib(1 + 256 + 2 * (1024 + 16) + 256 + 1)
-        );
-        assert_eq!(
-            (l.state().last_lba + 1) * SECTOR + ALIGN,
-            l.disk_size().get()
-        );
-        assert_eq!(l.last_lba(), l.disk_size().get() / SECTOR - 1);
-        assert_eq!(l.partition("root-b-verity"), Some(l.verity(Slot::B)));
-        assert_eq!(l.partition("root-c"), None);
-    }
-
-    #[test]
-    fn unaligned_sizes_round_up_to_whole_mib() {
-        // A verity tree is sized by the data; 8 MiB + 4 KiB must still leave the next start aligned.
-        let s = DiskSpec {
-            verity_slot: Bytes(8 * MIB + 4096),
-            ..spec()
-        };
-        let l = plan(&s).unwrap();
-        assert_eq!(l.verity(Slot::A).size(), Bytes::mib(9));
-        assert_eq!(l.verity(Slot::B).size(), Bytes::mib(9));
-        assert_eq!(l.root(Slot::B).offset().get() % ALIGN, 0);
-    }
-
-    #[test]
-    fn attributes_follow_the_active_slot() {
-        let a = plan(&spec()).unwrap();
-        assert_eq!(a.esp().attributes, 0);
-        assert_eq!(a.state().attributes, 0);
-        assert_eq!(a.root(Slot::A).attributes, ATTR_READ_ONLY);
-        assert_eq!(a.verity(Slot::A).attributes, ATTR_READ_ONLY);
-        assert_eq!(a.root(Slot::B).attributes, ATTR_READ_ONLY | ATTR_NO_AUTO);
-        assert_eq!(a.verity(Slot::B).attributes, ATTR_READ_ONLY | ATTR_NO_AUTO);
-        assert_eq!(a.active(), Slot::A);
-
-        let b = plan(&DiskSpec {
-            active: Slot::B,
-            ..spec()
-        })
-        .unwrap();
-        assert_eq!(b.active(), Slot::B);
-        assert_eq!(b.root(Slot::A).attributes, ATTR_READ_ONLY | ATTR_NO_AUTO);
-        assert_eq!(b.verity(Slot::A).attributes, ATTR_READ_ONLY | ATTR_NO_AUTO);
-        assert_eq!(b.root(Slot::B).attributes, ATTR_READ_ONLY);
-        assert_eq!(b.verity(Slot::B).attributes, ATTR_READ_ONLY);
-        // Only the attributes differ.
-        for (pa, pb) in a.partitions().iter().zip(b.partitions()) {
-            assert_eq!(
-                (pa.first_lba, pa.last_lba, pa.guid),
-                (pb.first_lba, pb.last_lba, pb.guid)
-            );
-        }
-        assert_eq!(1u64 << 60, 0x1000_0000_0000_0000);
-        assert_eq!(ATTR_NO_AUTO, 0x8000_0000_0000_0000);
-    }
-
-    #[test]
-    fn rejects_zero_and_partial_sector_sizes() {
-        let e = plan(&DiskSpec {
-            esp: Bytes(0),
-            ..spec()
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("esp") && e.contains("zero"), "{e}");
-        let e = plan(&DiskSpec {
-            state: Bytes(0),
-            ..spec()
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("state") && e.contains("zero"), "{e}");
-        let e = plan(&DiskSpec {
-            root_slot: Bytes(MIB + 1),
-            ..spec()
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("root slot") && e.contains("sectors"), "{e}");
-        let e = plan(&DiskSpec {
-            verity_slot: Bytes(1000),
-            ..spec()
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("verity slot") && e.contains("1000 bytes"), "{e}");
-        let e = plan(&DiskSpec {
-            root_slot: Bytes(u64::MAX / 2 - 511),
-            ..spec()
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("more than a disk"), "{e}");
-    }
-
-    #[test]
-    fn rejects_nil_and_duplicate_guids() {
-        let mut s = spec();
-        s.part_guids[3] = Guid::NIL;
-        let e = plan(&s).unwrap_err().to_string();
-        assert!(e.contains("root-b") && e.contains("nil"), "{e}");
-        let mut s = spec();
-        s.part_guids[4] = s.part_guids[2];
-        let e = plan(&s).unwrap_err().to_string();
-        assert!(e.contains("root-b-verity") && e.contains("twice"), "{e}");
-        let e = plan(&DiskSpec {
-            disk_guid: Guid::NIL,
-            ..spec()
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("disk GUID"), "{e}");
-    }
-
-    #[test]
-    fn plan_is_deterministic() {
-        assert_eq!(plan(&spec()).unwrap(), plan(&spec()).unwrap());
-    }
-
-    #[test]
-    fn roothash_halves_become_partuuids_verbatim() {
-        let h: [u8; 32] = std::array::from_fn(|i| i as u8);
-        let (root, verity) = roothash_partuuids(&h);
-        assert_eq!(root.to_string(), "00010203-0405-0607-0809-0a0b0c0d0e0f");
-        assert_eq!(verity.to_string(), "10111213-1415-1617-1819-1a1b1c1d1e1f");
-        // Same text as the hex of the hash halves, which is what `berth.roothash=` shows.
-        assert_eq!(root.to_string().replace('-', ""), hex::encode(&h[..16]));
+        assert!(format!("{e:#}").contains("primary header"), "{e:#}");
+        let d = written(&l);
+        let e = read(&mut Cursor::new(d[..d.len() - 512].to_vec())).unwrap_err();
+        assert!(format!("{e:#}").contains("truncated"), "{e:#}");
     }
 }

@@ -29,10 +29,7 @@ pub const DIGEST_SIZE: usize = 32;
 /// Digests per hash block.
 pub const HASHES_PER_BLOCK: u64 = BLOCK_SIZE / DIGEST_SIZE as u64;
 /// The superblock field holds at most 256 bytes of salt.
-pub const MAX_SALT_SIZE: usize = 256;
-/// Size of the superblock structure proper; the rest of its hash block is zero.
-const SUPERBLOCK_SIZE: usize = 512;
-const SIGNATURE: &[u8; 8] = b"verity\0\0";
+pub use berth_contract::verity::MAX_SALT_SIZE;
 /// Data is read in chunks of this size and handed to the hashing threads: large enough that
 /// syscall and channel overhead vanish, small enough that a few in flight cost nothing.
 const CHUNK_SIZE: usize = 1 << 20;
@@ -124,87 +121,31 @@ pub fn hash_image_size(data_size: u64) -> u64 {
     plan(data_size.div_ceil(BLOCK_SIZE)).hash_size
 }
 
-/// The fields of the v1 superblock that vary; the rest (version 1, hash type 1, sha256, 4 KiB
-/// blocks) is fixed by this module.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Superblock {
-    pub uuid: [u8; 16],
-    pub data_blocks: u64,
-    pub salt: Vec<u8>,
+/// The v1 superblock as the contract defines it (it is what the init reads); this module
+/// writes only sha256 with 4 KiB data and hash blocks.
+pub use berth_contract::verity::Superblock;
+
+/// The superblock berth writes for `data_blocks` blocks.
+pub fn superblock(uuid: [u8; 16], data_blocks: u64, salt: &[u8]) -> Superblock {
+    Superblock {
+        uuid,
+        data_block_size: BLOCK_SIZE as u32,
+        hash_block_size: BLOCK_SIZE as u32,
+        data_blocks,
+        salt: salt.to_vec(),
+    }
 }
 
-impl Superblock {
-    /// The first hash block of the image: `struct verity_sb` (little endian, packed) followed
-    /// by zeros.
-    pub fn to_block(&self) -> Result<Vec<u8>> {
-        ensure!(
-            self.salt.len() <= MAX_SALT_SIZE,
-            "verity salt is {} bytes; the superblock holds at most {MAX_SALT_SIZE}",
-            self.salt.len()
-        );
-        let mut b = vec![0u8; BLOCK];
-        b[0..8].copy_from_slice(SIGNATURE);
-        b[8..12].copy_from_slice(&1u32.to_le_bytes()); // version
-        b[12..16].copy_from_slice(&1u32.to_le_bytes()); // hash_type: 1 = normal (salt first)
-        b[16..32].copy_from_slice(&self.uuid);
-        b[32..38].copy_from_slice(b"sha256"); // algorithm[32], NUL-padded
-        b[64..68].copy_from_slice(&(BLOCK_SIZE as u32).to_le_bytes()); // data_block_size
-        b[68..72].copy_from_slice(&(BLOCK_SIZE as u32).to_le_bytes()); // hash_block_size
-        b[72..80].copy_from_slice(&self.data_blocks.to_le_bytes());
-        b[80..82].copy_from_slice(&(self.salt.len() as u16).to_le_bytes());
-        // 82..88: padding
-        b[88..88 + self.salt.len()].copy_from_slice(&self.salt);
-        Ok(b)
-    }
-
-    /// Parses a superblock, rejecting any parameter this module does not write.
-    pub fn parse(b: &[u8]) -> Result<Superblock> {
-        ensure!(
-            b.len() >= SUPERBLOCK_SIZE,
-            "verity superblock truncated ({} bytes)",
-            b.len()
-        );
-        ensure!(
-            &b[0..8] == SIGNATURE,
-            "no verity superblock (bad signature {:?})",
-            &b[0..8]
-        );
-        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-        let (version, hash_type) = (u32_at(8), u32_at(12));
-        ensure!(
-            version == 1,
-            "verity superblock version {version}, expected 1"
-        );
-        ensure!(
-            hash_type == 1,
-            "verity hash type {hash_type}, only type 1 is supported"
-        );
-        let alg_end = b[32..64].iter().position(|&c| c == 0).unwrap_or(32);
-        let alg = String::from_utf8_lossy(&b[32..32 + alg_end]);
-        ensure!(
-            alg == "sha256",
-            "verity hash algorithm {alg:?}, only sha256 is supported"
-        );
-        let (dbs, hbs) = (u32_at(64), u32_at(68));
-        ensure!(
-            u64::from(dbs) == BLOCK_SIZE && u64::from(hbs) == BLOCK_SIZE,
-            "verity block sizes data {dbs} / hash {hbs}, only {BLOCK_SIZE} is supported"
-        );
-        let mut db = [0u8; 8];
-        db.copy_from_slice(&b[72..80]);
-        let salt_size = usize::from(u16::from_le_bytes([b[80], b[81]]));
-        ensure!(
-            salt_size <= MAX_SALT_SIZE,
-            "verity salt size {salt_size} exceeds 256"
-        );
-        let mut uuid = [0u8; 16];
-        uuid.copy_from_slice(&b[16..32]);
-        Ok(Superblock {
-            uuid,
-            data_blocks: u64::from_le_bytes(db),
-            salt: b[88..88 + salt_size].to_vec(),
-        })
-    }
+/// Parses a superblock, rejecting any parameter this module does not write.
+fn parse_superblock(b: &[u8]) -> Result<Superblock> {
+    let sb = Superblock::decode(b)?;
+    ensure!(
+        u64::from(sb.data_block_size) == BLOCK_SIZE && u64::from(sb.hash_block_size) == BLOCK_SIZE,
+        "verity block sizes data {} / hash {}, only {BLOCK_SIZE} is supported",
+        sb.data_block_size,
+        sb.hash_block_size
+    );
+    Ok(sb)
 }
 
 /// Builds the hash tree of `data_size` bytes read from `data` (starting at its current
@@ -219,12 +160,7 @@ pub fn format<R: Read + Seek, W: Write + Seek>(
     progress: Option<ProgressBar>,
 ) -> Result<VerityInfo> {
     let data_blocks = check_data_size(data_size)?;
-    let sb = Superblock {
-        uuid,
-        data_blocks,
-        salt: salt.to_vec(),
-    }
-    .to_block()?;
+    let sb = superblock(uuid, data_blocks, salt).encode()?;
     let plan = plan(data_blocks);
     let leaves = hash_data(data, data_blocks, salt, progress.as_ref())?;
     let (tree, root_hash) = build_tree(&plan, leaves, salt);
@@ -285,7 +221,7 @@ pub fn verify<R: Read, H: Read>(
     let mut sb = vec![0u8; BLOCK];
     hash.read_exact(&mut sb)
         .context("reading the verity superblock")?;
-    let sb = Superblock::parse(&sb)?;
+    let sb = parse_superblock(&sb)?;
     ensure!(
         sb.data_blocks == data_blocks,
         "verity superblock is for {} data blocks, the data has {data_blocks}",
@@ -563,27 +499,25 @@ mod tests {
     fn superblock_bytes_match_veritysetup() {
         // Leading bytes of `veritysetup format --salt=00112233
         // --uuid=12345678-9abc-def0-1234-56789abcdef0` on a one-block file (xxd of the hash).
-        let sb = Superblock {
-            uuid: [
-                0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc,
-                0xde, 0xf0,
-            ],
-            data_blocks: 1,
-            salt: vec![0x00, 0x11, 0x22, 0x33],
-        };
-        let b = sb.to_block().unwrap();
+        let sb = superblock(KAT_UUID, 1, &[0x00, 0x11, 0x22, 0x33]);
+        let b = sb.encode().unwrap();
         let expected = "76657269747900000100000001000000123456789abcdef0123456789abcdef0\
                         7368613235360000000000000000000000000000000000000000000000000000\
                         0010000000100000010000000000000004000000000000000011223300000000";
         assert_eq!(hex::encode(&b[..96]), expected);
         assert!(b[96..].iter().all(|&x| x == 0));
         assert_eq!(b.len(), 4096);
-        assert_eq!(Superblock::parse(&b).unwrap(), sb);
+        assert_eq!(parse_superblock(&b).unwrap(), sb);
         let long_salt = Superblock {
             salt: vec![0; 257],
+            ..sb.clone()
+        };
+        assert!(long_salt.encode().is_err());
+        let small_blocks = Superblock {
+            data_block_size: 1024,
             ..sb
         };
-        assert!(long_salt.to_block().is_err());
+        assert!(parse_superblock(&small_blocks.encode().unwrap()).is_err());
     }
 
     /// 129 blocks, block i filled with the byte i, salt 00112233, uuid 1234...f0.

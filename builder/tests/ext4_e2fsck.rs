@@ -2,6 +2,8 @@
 //! `debugfs` must read back every entry as the manifest describes it. Skips (with a message)
 //! only when e2fsck or debugfs is not installed.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
@@ -18,13 +20,9 @@ fn p(s: &str) -> ImagePath {
 }
 
 fn tools_missing() -> bool {
-    for tool in ["e2fsck", "debugfs", "dumpe2fs"] {
-        if Command::new(tool).arg("-V").output().is_err() {
-            eprintln!("skipping ext4 e2fsck test: `{tool}` not found (install e2fsprogs)");
-            return true;
-        }
-    }
-    false
+    !["e2fsck", "debugfs", "dumpe2fs"]
+        .iter()
+        .all(|tool| common::require_tool(tool, "e2fsprogs"))
 }
 
 /// splitmix64: a small seeded generator so the big file's bytes are the same on every run.
@@ -673,8 +671,7 @@ fn minimal_and_explicit_lost_found_manifests_pass_e2fsck() {
 
 #[test]
 fn grown_with_resize2fs_stays_clean() {
-    if tools_missing() || Command::new("resize2fs").output().is_err() {
-        eprintln!("skipping: resize2fs/e2fsck not found");
+    if tools_missing() || !common::require_tool("resize2fs", "e2fsprogs") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

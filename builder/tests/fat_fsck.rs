@@ -8,6 +8,8 @@
 //! gives the same bytes. Then a boot-counting `rename` (also one that must grow the directory)
 //! keeps the volume clean. Skipped, with a message, when a tool is missing.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{Seek, SeekFrom};
@@ -19,18 +21,8 @@ use berth::fat::{self, FatFile, FatOptions};
 use berth::units::MIB;
 use sha2::{Digest, Sha256};
 
-fn have(tool: &str, hint: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--help")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        eprintln!("SKIP: {tool} not found (install {hint})");
-    }
-    ok
+fn have(tool: &str, package: &str) -> bool {
+    common::require_tool(tool, package)
 }
 
 /// Runs a tool; returns (success, stdout, stderr).

@@ -7,27 +7,27 @@
 //! header's CRC makes `read` fail naming it (and sgdisk agrees something is wrong), and a disk
 //! grown with `sgdisk -e` still reads. Skipped, with a message, when a tool is missing.
 
+mod common;
+
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use berth::gpt::{self, DiskLayout, DiskSpec, Guid, ReadError, Slot, SECTOR};
+use berth::gpt::{self, DiskLayout, DiskSpec, Error, Guid, Slot, SECTOR};
 use berth::units::{Bytes, MIB};
 use sha2::{Digest, Sha256};
 
 fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("SKIP: {tool} not found (install gdisk / fdisk)");
-    }
-    ok
+    let package = match tool {
+        "sgdisk" => "gdisk",
+        "sfdisk" => "fdisk",
+        "zstd" => "zstd",
+        "gzip" => "gzip",
+        "cpio" => "cpio",
+        _ => tool,
+    };
+    common::require_tool(tool, package)
 }
 
 /// Runs a tool on the image; panics with its output if it fails.
@@ -271,7 +271,7 @@ fn corrupt_primary_header_crc_is_refused() {
         "{msg}"
     );
     assert!(
-        matches!(err.downcast_ref::<ReadError>(), Some(ReadError::Corrupt(_))),
+        matches!(err.downcast_ref::<Error>(), Some(Error::Corrupt(_))),
         "{msg}"
     );
 
@@ -324,8 +324,115 @@ fn not_a_gpt_disk_says_so() {
     File::create(&path).unwrap().set_len(8 * MIB).unwrap();
     let err = gpt::read(&mut File::open(&path).unwrap()).unwrap_err();
     assert!(
-        matches!(err.downcast_ref::<ReadError>(), Some(ReadError::NotGpt(_))),
+        matches!(err.downcast_ref::<Error>(), Some(Error::NotGpt(_))),
         "{err:#}"
     );
     assert!(format!("{err:#}").starts_with("not a GPT disk"), "{err:#}");
+}
+
+/// The init's edit, judged by sgdisk: a disk made by sgdisk (not by berth), enlarged, then its
+/// last partition grown with the contract's `Table::grow_last` and written in the contract's
+/// order, must pass `sgdisk -v` and show the new end. Then the A/B edits on a berth disk:
+/// `set_active(B)` and new slot GUIDs, which sgdisk must see.
+#[test]
+fn sgdisk_accepts_the_init_edits() {
+    if !have("sgdisk") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("grow.raw");
+    let f = File::create(&img).unwrap();
+    f.set_len(16 << 20).unwrap();
+    run(
+        "sgdisk",
+        &[
+            "-n",
+            "1:2048:+4M",
+            "-t",
+            "1:ef00",
+            "-n",
+            "2:0:+4M",
+            "-u",
+            "2:4d21b016-b534-45c2-a9fb-5c16e091fd2d",
+        ],
+        &img,
+    );
+    f.set_len(64 << 20).unwrap();
+    drop(f);
+    // sgdisk's own table is not berth's layout, so read it without the layout check: the
+    // primary copy only, as the init does (the backup is not at the end any more).
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    let mut first = vec![0u8; 1024];
+    file.read_exact(&mut first).unwrap();
+    let h = gpt::Table::decode_header(&first[512..], 1).unwrap();
+    let mut array = vec![0u8; h.entry_array_bytes() as usize];
+    file.seek(SeekFrom::Start(h.entries_lba * SECTOR)).unwrap();
+    file.read_exact(&mut array).unwrap();
+    let mut t = gpt::Table::decode(&first[512..], 1, &array).unwrap();
+    let state = Guid::parse("4d21b016-b534-45c2-a9fb-5c16e091fd2d").unwrap();
+    assert_eq!(t.find(state).map(|e| e.index), Some(2));
+    assert_eq!(
+        t.grow_last(1, (64 << 20) / SECTOR),
+        None,
+        "not the last partition"
+    );
+    let (_, new_last) = t.grow_last(2, (64 << 20) / SECTOR).unwrap();
+    gpt::write_table(&t, &mut file).unwrap();
+    drop(file);
+    let v = run("sgdisk", &["-v"], &img);
+    assert!(v.contains("No problems found"), "{v}");
+    let info = run("sgdisk", &["-i", "2"], &img);
+    assert!(
+        info.contains(&format!("Last sector: {new_last} ")),
+        "{info}"
+    );
+
+    // A/B: boot slot B with new GUIDs, on a berth disk.
+    let layout = gpt::plan(&spec(Slot::A)).unwrap();
+    let path = image(dir.path(), &layout, "ab.raw");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut t = gpt::read_table(&mut file).unwrap();
+    let (root, verity) = gpt::roothash_partuuids(&[0x42; 16].repeat(2).try_into().unwrap());
+    let verity = Guid::from_bytes(std::array::from_fn(|i| verity.as_bytes()[i] ^ 0xff));
+    t.set_slot_guids(Slot::B, root, verity).unwrap();
+    t.set_active(Slot::B).unwrap();
+    gpt::write_table(&t, &mut file).unwrap();
+    let got = gpt::read(&mut file).unwrap();
+    assert_eq!(got.active(), Slot::B);
+    let v = run("sgdisk", &["-v"], &path);
+    assert!(v.contains("No problems found"), "{v}");
+    let info = run("sgdisk", &["-i", "4"], &path);
+    assert!(
+        field(&info, "Partition unique GUID").eq_ignore_ascii_case(&root.to_string()),
+        "{info}"
+    );
+    // sgdisk prints attribute flags as hex: read-only (bit 60) only, on the new active root.
+    assert!(
+        field(&info, "Attribute flags").eq_ignore_ascii_case("1000000000000000"),
+        "{info}"
+    );
+    let info = run("sgdisk", &["-i", "2"], &path);
+    assert!(
+        field(&info, "Attribute flags").eq_ignore_ascii_case("9000000000000000"),
+        "{info}"
+    );
+}
+
+/// The contract's GPT CRC-32 against zlib's (flate2), the same polynomial, on irregular data.
+#[test]
+fn crc32_agrees_with_zlib() {
+    let data: Vec<u8> = (0u32..5000)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut z = flate2::Crc::new();
+    z.update(&data);
+    assert_eq!(gpt::crc32(&data), z.sum());
 }

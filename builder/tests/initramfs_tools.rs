@@ -9,7 +9,10 @@
 //!   hold, the documents carry the OCI spec's required fields, and (as root, with the cached
 //!   containerd package) a throw-away `containerd` imports it and `ctr images ls` shows it.
 //!
-//! Each test skips, printing why, when its tool or input is missing.
+//! Each test skips, printing why, when its tool or input is missing; under CI it fails instead
+//! (tests/common). The Debian packages are fetched with the host's `apt-get download`.
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -25,24 +28,23 @@ use berth::oci::{self, OciImage};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const DEBS: &str = "/tmp/berth-dev-cache/debs";
+/// Where [`debian_deb`] keeps the packages it fetched, across test runs.
+const DEBS: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/debs");
 
 fn p(s: &str) -> ImagePath {
     ImagePath::new(s).unwrap()
 }
 
 fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("SKIP: {tool} not found");
-    }
-    ok
+    let package = match tool {
+        "sgdisk" => "gdisk",
+        "sfdisk" => "fdisk",
+        "zstd" => "zstd",
+        "gzip" => "gzip",
+        "cpio" => "cpio",
+        _ => tool,
+    };
+    common::require_tool(tool, package)
 }
 
 fn is_root() -> bool {
@@ -69,18 +71,70 @@ fn sh(cmdline: &str, dir: &Path) -> String {
 }
 
 /// The first file in `dir` whose name starts with `prefix` and contains `contains`.
-fn find_deb(prefix: &str, contains: &str) -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = fs::read_dir(DEBS)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy();
-            n.starts_with(prefix) && n.contains(contains) && n.ends_with(".deb")
-        })
-        .collect();
-    found.sort();
-    found.pop()
+/// A real Debian package for the oracle tests, fetched once with the host's `apt-get download`
+/// into the test's target directory (no root, no change to the host's apt state). `package`
+/// may be a metapackage: its first `linux-image-*`-style dependency is taken when
+/// `follow_depends` names the prefix. `None` (a skip; a failure under CI) when apt cannot get it.
+fn debian_deb(package: &str, follow_depends: Option<&str>) -> Option<PathBuf> {
+    let dir = Path::new(DEBS);
+    fs::create_dir_all(dir).unwrap();
+    let mut name = package.to_string();
+    if let Some(prefix) = follow_depends {
+        let out = Command::new("apt-cache")
+            .args(["depends", "--important", package])
+            .stdin(Stdio::null())
+            .output();
+        let text = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let dep = text.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("Depends: ")
+                .filter(|d| d.starts_with(prefix))
+                .map(str::to_string)
+        });
+        if !common::require(
+            dep.is_some(),
+            &format!("apt-cache depends {package} names no {prefix}* package"),
+            "run `apt-get update` (ci/install-deps does)",
+        ) {
+            return None;
+        }
+        name = dep.unwrap();
+    }
+    let find = || -> Option<PathBuf> {
+        let mut found: Vec<PathBuf> = fs::read_dir(dir)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with(&format!("{name}_")) && n.ends_with(".deb")
+            })
+            .collect();
+        found.sort();
+        found.pop()
+    };
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    let out = Command::new("apt-get")
+        .args(["download", &name])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output();
+    let why = match &out {
+        Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+        Err(e) => e.to_string(),
+    };
+    let got = find();
+    common::require(
+        got.is_some(),
+        &format!("`apt-get download {name}` gave no package ({})", why.trim()),
+        "the host's apt needs its package lists (`apt-get update`; ci/install-deps does)",
+    )
+    .then_some(got)
+    .flatten()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -347,8 +401,7 @@ fn kernel_manifest(deb: &Path) -> (Manifest, String) {
 
 #[test]
 fn module_closure_and_modules_dep_agree_with_kmod_on_the_debian_kernel() {
-    let Some(deb) = find_deb("linux-image-6.1.0-", "-cloud-amd64") else {
-        eprintln!("SKIP: no {DEBS}/linux-image-6.1.0-*-cloud-amd64*.deb (run a build once)");
+    let Some(deb) = debian_deb("linux-image-cloud-amd64", Some("linux-image-")) else {
         return;
     };
     let (modinfo, depmod, modprobe) = (
@@ -356,8 +409,11 @@ fn module_closure_and_modules_dep_agree_with_kmod_on_the_debian_kernel() {
         "/usr/sbin/depmod",
         "/usr/sbin/modprobe",
     );
-    if !Path::new(modinfo).exists() || !Path::new(depmod).exists() {
-        eprintln!("SKIP: kmod not installed (apt-get install kmod)");
+    if !common::require(
+        Path::new(modinfo).exists() && Path::new(depmod).exists(),
+        "modinfo/depmod are not in /usr/sbin",
+        "install the Debian package kmod (ci/install-deps does)",
+    ) {
         return;
     }
     let (m, kver) = kernel_manifest(&deb);
@@ -670,12 +726,14 @@ impl Drop for Daemon {
 
 #[test]
 fn containerd_imports_the_archive() {
-    if !is_root() {
-        eprintln!("SKIP: containerd import needs root");
+    if !common::require(
+        is_root(),
+        "containerd import needs root",
+        "run the tests as root (CI does)",
+    ) {
         return;
     }
-    let Some(deb) = find_deb("containerd_", "_amd64") else {
-        eprintln!("SKIP: no {DEBS}/containerd_*.deb");
+    let Some(deb) = debian_deb("containerd", None) else {
         return;
     };
     let tmp = tempfile::Builder::new()
@@ -732,13 +790,11 @@ fn containerd_imports_the_archive() {
         }
         if let Ok(Some(status)) = daemon.0.try_wait() {
             let log = fs::read_to_string(dir.join("containerd.log")).unwrap_or_default();
-            eprintln!("SKIP: containerd exited ({status}) before answering:\n{log}");
-            return;
+            panic!("containerd exited ({status}) before answering:\n{log}");
         }
         if start.elapsed() > Duration::from_secs(30) {
             let log = fs::read_to_string(dir.join("containerd.log")).unwrap_or_default();
-            eprintln!("SKIP: containerd did not answer within 30 s:\n{log}");
-            return;
+            panic!("containerd did not answer within 30 s:\n{log}");
         }
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -1,6 +1,8 @@
 //! `berth publish` end to end through the CLI: `publish aws` against moto's server on
 //! 127.0.0.1 (EBS direct + EC2), `publish vagrant` read back by `vagrant box add`.
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -260,8 +262,7 @@ fn publish_vagrant_catalog_is_accepted_by_vagrant() {
         served.join("berth-libvirt.box"),
     )
     .unwrap();
-    if Command::new("vagrant").arg("--version").output().is_err() {
-        eprintln!("vagrant not installed: catalog checked by parsing only");
+    if !common::require_tool("vagrant", "vagrant") {
         return;
     }
     let vh = tmp.path().join("vagrant-home");

@@ -4,6 +4,8 @@
 //! image, and after flipping one data byte both `veritysetup verify` and `berth::verity::verify`
 //! reject it (ours naming the block). Skipped, with a message, when veritysetup is missing.
 
+mod common;
+
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -220,7 +222,11 @@ fn check_size(tool: &Path, dir: &Path, name: &str, blocks: u64, seed: u64) {
 #[test]
 fn hash_images_match_veritysetup() {
     let Some(tool) = veritysetup() else {
-        println!("SKIP: veritysetup not found ({VERITYSETUP}); install cryptsetup-bin");
+        common::require(
+            false,
+            &format!("veritysetup not found ({VERITYSETUP})"),
+            "install the Debian package cryptsetup-bin (ci/install-deps does)",
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -241,9 +247,41 @@ fn hash_images_match_veritysetup() {
 #[ignore = "benchmark: 256 MiB"]
 fn throughput_256mib() {
     let Some(tool) = veritysetup() else {
-        println!("SKIP: veritysetup not found");
-        return;
+        panic!("veritysetup not found: install cryptsetup-bin");
     };
     let dir = tempfile::tempdir().unwrap();
     check_size(&tool, dir.path(), "256mib", 256 * 256, 7);
+}
+
+/// The superblock the init decodes (the contract's), from what veritysetup itself writes.
+#[test]
+fn contract_reads_the_superblock_veritysetup_writes() {
+    let Some(tool) = veritysetup() else {
+        common::require(false, "veritysetup not found", "install cryptsetup-bin");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (data, hash) = (dir.path().join("data"), dir.path().join("hash"));
+    fs::write(&data, vec![7u8; 5 * 4096]).unwrap();
+    let (ok, text) = run(
+        &tool,
+        &[
+            "format",
+            "--salt=00112233aabb",
+            data.to_str().unwrap(),
+            hash.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{text}");
+    let sb = berth_contract_superblock(&fs::read(&hash).unwrap());
+    assert_eq!(
+        (sb.data_blocks, sb.data_block_size, sb.hash_block_size),
+        (5, 4096, 4096)
+    );
+    assert_eq!(sb.salt, [0x00, 0x11, 0x22, 0x33, 0xaa, 0xbb]);
+    assert_eq!(sb.data_sectors(), 5 * 8);
+}
+
+fn berth_contract_superblock(b: &[u8]) -> verity::Superblock {
+    verity::Superblock::decode(b).unwrap()
 }

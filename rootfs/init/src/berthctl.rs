@@ -48,7 +48,7 @@ fn status() -> i32 {
         .unwrap_or(("unknown", "not-yet"));
     println!(
         "slot={} version={} entry={name} blessed={}",
-        c.slot.as_deref().unwrap_or("unknown"),
+        c.slot.map_or("unknown", |s| s.as_str()),
         c.version.as_deref().unwrap_or("unknown"),
         if state == "not-yet" { "no" } else { "yes" }
     );

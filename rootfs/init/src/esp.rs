@@ -5,6 +5,10 @@
 use std::fs;
 use std::time::Duration;
 
+use berth_contract::dps::ESP_TYPE;
+use berth_contract::paths::ENTRIES_DIR;
+use berth_contract::{EntryName, Slot};
+
 use crate::gpt::{self, Guid};
 use crate::initrd::mount;
 use crate::{sys, Ctx, Result};
@@ -15,27 +19,20 @@ pub const RECORD: &str = "/run/berth/entry";
 
 /// The blessed name of entry `name`, if it is a counting entry of `slot`:
 /// `berth-a+3.conf` and `berth-a+2-1.conf` give `berth-a.conf`; anything else `None`.
-pub fn blessed_name(name: &str, slot: &str) -> Option<String> {
-    let rest = name
-        .strip_prefix(&format!("berth-{slot}+"))?
-        .strip_suffix(".conf")?;
-    let (left, done) = rest.split_once('-').unwrap_or((rest, "0"));
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    (digits(left) && digits(done)).then(|| format!("berth-{slot}.conf"))
+pub fn blessed_name(name: &str, slot: Slot) -> Option<String> {
+    EntryName::parse(name)
+        .filter(|e| e.slot == slot && !e.is_blessed())
+        .map(|e| e.blessed().file_name())
 }
 
 /// Finds the ESP on the disk holding the state partition, renames this slot's counting entry
 /// (if any) and unmounts. Returns (old, new) when it renamed one, and records the entry name.
-pub fn bless(state: Guid, slot: &str) -> Result<Option<(String, String)>> {
+pub fn bless(state: Guid, slot: Slot) -> Result<Option<(String, String)>> {
     let disk = gpt::wait_for(&[state], Duration::from_secs(2))?
         .remove(0)
         .disk;
-    let esp_type = Guid::parse(gpt::ESP_TYPE).map_err(crate::Error)?;
-    let Some(esp) = gpt::find_type(&disk, esp_type) else {
-        crate::fail!(
-            "finding the ESP (type {}) on /dev/{disk}: no such partition",
-            gpt::ESP_TYPE
-        );
+    let Some(esp) = gpt::find_type(&disk, ESP_TYPE) else {
+        crate::fail!("finding the ESP (type {ESP_TYPE}) on /dev/{disk}: no such partition");
     };
     fs::create_dir_all(MNT).ctx(|| format!("mkdir -p {MNT}"))?;
     let flags = sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
@@ -47,14 +44,14 @@ pub fn bless(state: Guid, slot: &str) -> Result<Option<(String, String)>> {
     u?;
     let (entry, state) = match &r {
         Some((_, new)) => (new.clone(), "blessed"),
-        None => (format!("berth-{slot}.conf"), "already-blessed"),
+        None => (EntryName::new(slot, 0).file_name(), "already-blessed"),
     };
     let _ = fs::write(RECORD, format!("{entry} {state}\n"));
     Ok(r)
 }
 
-fn rename_entry(slot: &str) -> Result<Option<(String, String)>> {
-    let dir = format!("{MNT}/loader/entries");
+fn rename_entry(slot: Slot) -> Result<Option<(String, String)>> {
+    let dir = format!("{MNT}{ENTRIES_DIR}");
     let names: Vec<String> = fs::read_dir(&dir)
         .ctx(|| format!("listing {dir}"))?
         .flatten()
@@ -77,21 +74,19 @@ mod tests {
     #[test]
     fn blessing_names() {
         assert_eq!(
-            blessed_name("berth-a+3.conf", "a").as_deref(),
+            blessed_name("berth-a+3.conf", Slot::A).as_deref(),
             Some("berth-a.conf")
         );
         assert_eq!(
-            blessed_name("berth-a+2-1.conf", "a").as_deref(),
+            blessed_name("berth-a+2-1.conf", Slot::A).as_deref(),
             Some("berth-a.conf")
         );
         assert_eq!(
-            blessed_name("berth-a+0-3.conf", "a").as_deref(),
+            blessed_name("berth-a+0-3.conf", Slot::A).as_deref(),
             Some("berth-a.conf")
         );
-        assert_eq!(blessed_name("berth-a.conf", "a"), None);
-        assert_eq!(blessed_name("berth-b+3.conf", "a"), None);
-        assert_eq!(blessed_name("berth-a+x.conf", "a"), None);
-        assert_eq!(blessed_name("berth-a+3", "a"), None);
-        assert_eq!(blessed_name("berth-a+-1.conf", "a"), None);
+        assert_eq!(blessed_name("berth-a.conf", Slot::A), None);
+        assert_eq!(blessed_name("berth-b+3.conf", Slot::A), None);
+        assert_eq!(blessed_name("berth-a+x.conf", Slot::A), None);
     }
 }

@@ -10,8 +10,12 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::gpt::{self, SECTOR};
-use crate::{cmdline, dm, fail, main_stage, say, sys, verity, warn, Ctx, Result};
+use berth_contract::layout::STATE_INDEX;
+use berth_contract::paths::{INIT, MODULE_LIST, SYSROOT};
+use berth_contract::verity::Superblock;
+
+use crate::gpt;
+use crate::{cmdline, dm, fail, main_stage, say, sys, warn, Ctx, Result};
 
 /// How long to wait for devices: virtio_blk and device-mapper create them asynchronously.
 const DEVICE_WAIT: Duration = Duration::from_secs(10);
@@ -27,8 +31,8 @@ pub fn run() -> Result<()> {
     for w in &c.warnings {
         warn!("{w}");
     }
-    let keys = c.boot_keys()?;
-    let n = load_modules("/etc/berth/modules")?;
+    let keys = c.boot_args()?;
+    let n = load_modules(MODULE_LIST)?;
     say!("initrd: modules loaded n={n}");
 
     let parts = gpt::wait_for(&[keys.root, keys.verity, keys.state], DEVICE_WAIT)?;
@@ -39,7 +43,8 @@ pub fn run() -> Result<()> {
     File::open(&hash_dev)
         .and_then(|f| f.read_exact_at(&mut sb, 0))
         .ctx(|| format!("reading the verity superblock from {hash_dev}"))?;
-    let sb = verity::parse(&sb)?;
+    let sb =
+        Superblock::decode(&sb).ctx(|| format!("reading the verity superblock from {hash_dev}"))?;
     let root_sectors = gpt::dev_sectors(&root.dev)?;
     if sb.data_sectors() > root_sectors {
         fail!(
@@ -60,22 +65,25 @@ pub fn run() -> Result<()> {
     say!("initrd: verity root={ROOT_DEV} roothash={}", keys.roothash);
     mount(ROOT_DEV, "/sysroot", "ext4", sys::MS_RDONLY, "")?;
 
-    // First boot on a bigger disk: grow the state partition before it is mounted.
+    // First boot on a bigger disk: grow the state partition before it is mounted. Only the
+    // berth layout's state partition, and only when it is the last one.
     let disk = format!("/dev/{}", state.disk);
-    let grow = gpt::plan_grow(
-        &state.gpt,
-        gpt::dev_sectors(&state.disk)?,
-        state.entry.index,
-    );
-    if let Some(g) = &grow {
-        g.write(&disk)?;
+    let mut table = state.table.clone();
+    let grown = match state.entry.index {
+        STATE_INDEX => table.grow_last(STATE_INDEX, gpt::dev_sectors(&state.disk)?),
+        _ => None,
+    };
+    if grown.is_some() {
+        let entry = table.find(keys.state).cloned();
+        gpt::write(&disk, &table, entry.as_ref())?;
     }
     let state_dev = format!("/dev/{}", state.dev);
     mount(&state_dev, "/sysroot/var", "ext4", 0, "")?;
-    if let Some(g) = &grow {
+    if let Some((old_last, new_last)) = grown {
+        let first = state.entry.first_lba;
         let (old, new) = (
-            (g.old_last - g.first_lba + 1) * SECTOR,
-            (g.new_last - g.first_lba + 1) * SECTOR,
+            (old_last - first + 1) * gpt::SECTOR,
+            (new_last - first + 1) * gpt::SECTOR,
         );
         resize_ext4("/sysroot/var", new)?;
         say!("initrd: state grown from {old} to {new}");
@@ -88,7 +96,7 @@ pub fn run() -> Result<()> {
         0,
         "lowerdir=/sysroot/etc,upperdir=/sysroot/var/lib/berth/etc/upper,workdir=/sysroot/var/lib/berth/etc/work",
     )?;
-    switch_root("/sysroot", "/usr/sbin/init")
+    switch_root(SYSROOT, INIT)
 }
 
 pub fn mount(

@@ -19,7 +19,6 @@ mod net;
 mod services;
 mod shutdown;
 mod sys;
-mod verity;
 
 use std::fmt;
 use std::time::Duration;
@@ -35,6 +34,13 @@ impl fmt::Display for Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// The contract's errors already say what is wrong with which structure.
+impl From<berth_contract::Error> for Error {
+    fn from(e: berth_contract::Error) -> Error {
+        Error(e.to_string())
+    }
+}
 
 /// `.ctx(|| format!("mounting {x}"))` turns any error into "mounting x: <error>".
 pub trait Ctx<T> {

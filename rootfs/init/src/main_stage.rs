@@ -5,6 +5,8 @@ use std::fs::{self, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use berth_contract::paths;
+
 use crate::cmdline::{self, Halt};
 use crate::initrd::{load_modules, mount};
 use crate::services::{self, Supervisor};
@@ -235,16 +237,16 @@ pub fn run() -> Result<()> {
     }
     // Containers need these modules (bridge, veth, netfilter), containerd's start does not:
     // they load on the side while containerd starts.
-    let modules = std::thread::spawn(|| load_modules("/etc/berth/modules"));
+    let modules = std::thread::spawn(|| load_modules(paths::MODULE_LIST));
     services::prefetch(services::BINARIES);
-    let text = fs::read_to_string("/etc/berth/services").unwrap_or_default();
+    let text = fs::read_to_string(paths::SERVICES).unwrap_or_default();
     let (list, warnings) = services::parse_services(&text);
     for w in warnings {
         warn!("{w}");
     }
     let mut sup = Supervisor::default();
     services::start_containerd(&mut sup)?;
-    services::import_images(&mut sup, "/usr/share/berth/images")?;
+    services::import_images(&mut sup, paths::IMAGES_DIR)?;
     match modules.join() {
         Ok(Ok(n)) => say!("modules loaded n={n}"),
         Ok(Err(e)) => warn!("{e}"),
@@ -252,7 +254,7 @@ pub fn run() -> Result<()> {
     }
     services::start_services(&mut sup, &list);
 
-    match (c.state, c.slot.as_deref()) {
+    match (c.state, c.slot) {
         (Some(state), Some(slot)) => match esp::bless(state, slot) {
             Ok(Some((old, new))) => say!("blessed {old} -> {new}"),
             Ok(None) => {}
@@ -262,7 +264,7 @@ pub fn run() -> Result<()> {
     }
     say!(
         "ready slot={} version={}",
-        c.slot.as_deref().unwrap_or("unknown"),
+        c.slot.map_or("unknown", |s| s.as_str()),
         version(&c)
     );
 

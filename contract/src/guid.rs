@@ -1,9 +1,10 @@
-//! GUIDs as GPT stores them.
+//! GUIDs as GPT stores them and as `PARTUUID=` prints them.
 
-use std::fmt;
-use std::str::FromStr;
+use alloc::format;
+use core::fmt;
+use core::str::FromStr;
 
-use anyhow::{bail, Result};
+use crate::{Error, Result};
 
 /// A GUID, held in the byte order of its text form (`00112233-4455-...` is `[0x00, 0x11, ...]`,
 /// RFC 4122 / `sd_id128_t` order).
@@ -39,7 +40,10 @@ impl Guid {
     pub fn parse(s: &str) -> Result<Guid> {
         match parse_bytes(s.as_bytes()) {
             Some(b) => Ok(Guid(b)),
-            None => bail!("invalid GUID {s:?}: expected 32 hex digits grouped 8-4-4-4-12, like \"4f68bce3-e8cd-4db1-96e7-fbcaf984b709\""),
+            None => Err(Error::Invalid(format!(
+                "invalid GUID {s:?}: expected 32 hex digits grouped 8-4-4-4-12, like \
+                 \"4f68bce3-e8cd-4db1-96e7-fbcaf984b709\""
+            ))),
         }
     }
 
@@ -122,7 +126,7 @@ impl fmt::Debug for Guid {
 }
 
 impl FromStr for Guid {
-    type Err = anyhow::Error;
+    type Err = Error;
 
     fn from_str(s: &str) -> Result<Guid> {
         Guid::parse(s)
@@ -132,6 +136,7 @@ impl FromStr for Guid {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::ToString;
 
     #[test]
     fn text_round_trip_any_case() {
@@ -170,7 +175,7 @@ mod tests {
         ];
         assert_eq!(g.to_disk_bytes(), disk);
         assert_eq!(Guid::from_disk_bytes(disk), g);
-        let b: [u8; 16] = std::array::from_fn(|i| i as u8 * 17);
+        let b: [u8; 16] = core::array::from_fn(|i| i as u8 * 17);
         assert_eq!(
             Guid::from_disk_bytes(Guid::from_bytes(b).to_disk_bytes()),
             Guid::from_bytes(b)
