@@ -1,34 +1,37 @@
 //! berth: build, run and publish minimal, immutable, A/B-updatable Linux machine images.
 //!
-//! The build is a chain of plain functions from one typed artifact to the next (see
-//! [`build::build`]); each module here is one stage or one format.
+//! The modules follow the build pipeline (DESIGN.md, "The build pipeline"); [`build::build`]
+//! reads as the recipe:
+//!
+//! - [`profile`]: the image definition, raw -> validated;
+//! - [`fetch`]: lock, apt, packages;
+//! - [`root`]: the root filesystem manifest (binaries, ELF closure, kernel modules, init,
+//!   containers);
+//! - [`fsimage`]: leaf writers (ext4, FAT, cpio, dm-verity);
+//! - [`boot`]: initramfs and ESP contents;
+//! - [`disk`]: the GPT disk image;
+//! - [`formats`]: formats derived from `disk.raw`;
+//! - [`artifacts`]: file names, the typed `manifest.json`, SHA256SUMS;
+//! - [`cache`]: the build cache's key, reuse and store;
+//! - [`run`]: booting images in QEMU; [`publish`]: box catalogs;
+//! - [`util`]: the subprocess door, printer, sizes, digests, sparse copies, staging.
+//!
+//! The on-disk contract shared with berth-init is the `berth-contract` crate.
 
-pub mod apt;
+pub mod artifacts;
 pub mod boot;
 pub mod build;
-pub mod catalog;
-pub mod cmd;
-pub mod containers;
-pub mod cpio;
-pub mod deb;
-pub mod debversion;
-pub mod elf;
-pub mod ext4;
-pub mod fat;
+pub mod cache;
+pub mod disk;
+pub mod fetch;
 pub mod formats;
-pub mod gpt;
-pub mod init;
-pub mod kmod;
-pub mod lock;
-pub mod manifest;
-pub mod oci;
-pub mod output;
-pub mod packages;
-pub mod printer;
+pub mod fsimage;
+pub mod inspect;
 pub mod profile;
-pub mod qemu;
-pub mod rootfs;
+pub mod publish;
+pub mod root;
 pub mod run;
-pub mod sparse;
-pub mod units;
-pub mod verity;
+pub mod util;
+
+/// Sizes are used everywhere; `crate::units` is shorter than `crate::util::units`.
+pub use util::units;

@@ -1,4 +1,4 @@
-//! Oracle tests for `berth::deb`, judged by dpkg itself: the host's dpkg status file parses as
+//! Oracle tests for `berth::fetch::deb`, judged by dpkg itself: the host's dpkg status file parses as
 //! deb822, and packages built with `dpkg-deb --build` in every compression dpkg offers read
 //! back as `dpkg-deb -c` lists them.
 
@@ -9,8 +9,8 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use berth::deb::{self, Deb};
-use berth::manifest::{ImagePath, Kind};
+use berth::fetch::deb::{self, Deb};
+use berth::root::manifest::{ImagePath, Kind};
 
 fn ip(s: &str) -> ImagePath {
     ImagePath::new(s).unwrap()

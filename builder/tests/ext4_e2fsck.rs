@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use berth::ext4::{self, Ext4Options};
-use berth::manifest::{Entry, ImagePath, Kind, Manifest};
+use berth::fsimage::ext4::{self, Ext4Options};
+use berth::root::manifest::{Entry, ImagePath, Kind, Manifest};
 
 const T: i64 = 1_700_000_000;
 

@@ -1,5 +1,5 @@
-//! Oracle test: the FAT32 volumes `berth::fat::write` produces, judged by `fsck.fat`
-//! (dosfstools) and read back by mtools and by `berth::fat::read_dir_tree`.
+//! Oracle test: the FAT32 volumes `berth::fsimage::fat::write` produces, judged by `fsck.fat`
+//! (dosfstools) and read back by mtools and by `berth::fsimage::fat::read_dir_tree`.
 //!
 //! A realistic ESP tree (systemd-boot, loader.conf, a boot-counting entry, an 8 MiB kernel and
 //! a 20 MiB initrd, a directory of 300 files that spans several clusters, an empty file) at
@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use berth::fat::{self, FatFile, FatOptions};
+use berth::fsimage::fat::{self, FatFile, FatOptions};
 use berth::units::MIB;
 use sha2::{Digest, Sha256};
 

@@ -34,7 +34,7 @@ fn have(tool: &str) -> bool {
     common::require_tool(tool, package)
 }
 
-/// Runs a tool (tests may use Command directly; library code goes through berth::cmd::Cmd).
+/// Runs a tool (tests may use Command directly; library code goes through berth::util::cmd::Cmd).
 fn run(dir: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(args[0])
         .args(&args[1..])
@@ -360,8 +360,9 @@ fn check_boxes(dir: &Path, size: u64) {
 }
 
 fn check_sums(dir: &Path, files: &[&str]) {
-    let sums = formats::write_sha256sums(dir, files).unwrap();
+    let sums = berth::artifacts::hash_all(dir, files).unwrap();
     assert_eq!(sums.len(), files.len());
+    berth::artifacts::write_sha256sums(dir, &sums).unwrap();
     let text = must(dir, &["sha256sum", "-c", "SHA256SUMS"]);
     assert_eq!(text.matches(": OK").count(), files.len(), "{text}");
 }

@@ -1,5 +1,5 @@
-//! Oracle test: the GPT `berth::gpt::write` produces, judged by `sgdisk` (gdisk) and `sfdisk`
-//! (util-linux), and read back by `berth::gpt::read`.
+//! Oracle test: the GPT `berth::disk::gpt::write` produces, judged by `sgdisk` (gdisk) and `sfdisk`
+//! (util-linux), and read back by `berth::disk::gpt::read`.
 //!
 //! For both active slots: `sgdisk -v` finds no problems; `sgdisk -p`/`-i N` and `sfdisk --json`
 //! report our disk GUID and every partition's name, type, GUID, sectors and attribute bits;
@@ -14,7 +14,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use berth::gpt::{self, DiskLayout, DiskSpec, Error, Guid, Slot, SECTOR};
+use berth::disk::gpt::{self, DiskLayout, DiskSpec, Error, Guid, Slot, SECTOR};
 use berth::units::{Bytes, MIB};
 use sha2::{Digest, Sha256};
 

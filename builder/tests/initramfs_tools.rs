@@ -1,11 +1,11 @@
 //! Oracle tests for the initramfs and image formats, judged by the field's own tools:
 //!
-//! - `berth::cpio`: GNU `cpio -idmu` extracts our newc archive into the same tree (contents,
+//! - `berth::fsimage::cpio`: GNU `cpio -idmu` extracts our newc archive into the same tree (contents,
 //!   modes, owners, times, symlinks, hard links, devices), `cpio -tv` lists it, and the zstd /
 //!   gzip initramfs decompress with `zstd -d` / `gzip -d` into an archive `cpio -t` reads.
-//! - `berth::kmod`: on the real Debian cloud kernel package, our closure agrees with
+//! - `berth::root::kmod`: on the real Debian cloud kernel package, our closure agrees with
 //!   `modinfo -F depends` and `modprobe --show-depends`, and our `modules.dep` with `depmod`'s.
-//! - `berth::oci`: the archive is reproducible, `tar -tvf` lists the layout, digests and sizes
+//! - `berth::root::oci`: the archive is reproducible, `tar -tvf` lists the layout, digests and sizes
 //!   hold, the documents carry the OCI spec's required fields, and (as root, with the cached
 //!   containerd package) a throw-away `containerd` imports it and `ctr images ls` shows it.
 //!
@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth::cpio::{self, Compression};
-use berth::manifest::{Entry, ImagePath, Kind, Manifest};
-use berth::oci::{self, OciImage};
+use berth::fsimage::cpio::{self, Compression};
+use berth::root::manifest::{Entry, ImagePath, Kind, Manifest};
+use berth::root::oci::{self, OciImage};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -375,16 +375,16 @@ fn compressed_initramfs_decompresses_with_zstd_and_gzip() {
 
 /// The kernel package read into a merged-/usr manifest, and its kernel version.
 fn kernel_manifest(deb: &Path) -> (Manifest, String) {
-    let entries = berth::deb::read_data(deb).unwrap();
+    let entries = berth::fetch::deb::read_data(deb).unwrap();
     let mut m = Manifest::new(0);
     let mut kver = None;
     for (path, mut e) in entries {
-        let path = berth::rootfs::usrmerge(&path);
+        let path = berth::root::rootfs::usrmerge(&path);
         if path.is_root() || (e.kind == Kind::Dir && m.contains(&path)) {
             continue;
         }
         if let Kind::Hardlink(t) = &e.kind {
-            e.kind = Kind::Hardlink(berth::rootfs::usrmerge(t));
+            e.kind = Kind::Hardlink(berth::root::rootfs::usrmerge(t));
         }
         if let Some(rest) = path.as_str().strip_prefix("/usr/lib/modules/") {
             if let Some((v, _)) = rest.split_once('/') {
@@ -417,7 +417,7 @@ fn module_closure_and_modules_dep_agree_with_kmod_on_the_debian_kernel() {
         return;
     }
     let (m, kver) = kernel_manifest(&deb);
-    let idx = berth::kmod::index(&m, &kver).unwrap();
+    let idx = berth::root::kmod::index(&m, &kver).unwrap();
     assert!(
         idx.modules().count() > 1000,
         "{} modules",

@@ -84,7 +84,7 @@ fn image_dir(dir: &Path) -> PathBuf {
     std::fs::write(img.join("disk.raw"), &disk).unwrap();
     std::fs::write(
         img.join("manifest.json"),
-        r#"{"image":{"name":"berth-cli-test","version":"1.2.3"},"verity":{"roothash":"00"}}"#,
+        common::manifest_json("berth-cli-test", "1.2.3", "00"),
     )
     .unwrap();
     img
@@ -202,7 +202,7 @@ fn publish_vagrant_catalog_is_accepted_by_vagrant() {
     std::fs::create_dir_all(&img).unwrap();
     std::fs::write(
         img.join("manifest.json"),
-        r#"{"image":{"name":"berth-cli-test","version":"1.2.3"}}"#,
+        common::manifest_json("berth-cli-test", "1.2.3", "00"),
     )
     .unwrap();
     // A minimal libvirt box (the formats tests cover real ones).

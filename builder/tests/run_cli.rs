@@ -22,7 +22,7 @@ fn fails_with(o: &Output, want: &[&str]) {
 
 /// A file with berth's GPT layout is enough for `run` to get as far as QEMU and firmware.
 fn fake_berth_disk(dir: &Path) -> std::path::PathBuf {
-    use berth::gpt::{self, DiskSpec, Guid, Slot};
+    use berth::disk::gpt::{self, DiskSpec, Guid, Slot};
     use berth::units::Bytes;
     let g = |n: u8| Guid::from_bytes([n; 16]);
     let layout = gpt::plan(&DiskSpec {

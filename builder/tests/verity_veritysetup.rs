@@ -1,7 +1,7 @@
 //! Oracle test: our dm-verity hash image against `veritysetup` (cryptsetup) on the same data.
 //!
 //! For each size: root hash equal, hash image bytes identical, `veritysetup verify` accepts our
-//! image, and after flipping one data byte both `veritysetup verify` and `berth::verity::verify`
+//! image, and after flipping one data byte both `veritysetup verify` and `berth::fsimage::verity::verify`
 //! reject it (ours naming the block). Skipped, with a message, when veritysetup is missing.
 
 mod common;
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use berth::verity::{self, VerifyError, BLOCK_SIZE};
+use berth::fsimage::verity::{self, VerifyError, BLOCK_SIZE};
 
 const VERITYSETUP: &str = "/usr/sbin/veritysetup";
 

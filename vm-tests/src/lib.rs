@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use berth::printer::{Mode, Printer};
-use berth::qemu::{Boot, VmConfig};
+use berth::run::qemu::{Boot, VmConfig};
+use berth::util::printer::{Mode, Printer};
 
 /// Generous bounds for TCG on 2 cores: direct boot to ready is ~10-30 s, UEFI adds ~15-30 s.
 pub const READY_DIRECT: Duration = Duration::from_secs(180);
@@ -33,7 +33,7 @@ fn target_dir() -> PathBuf {
 /// A built image: its output directory and parsed manifest.json.
 pub struct Image {
     pub dir: PathBuf,
-    pub manifest: serde_json::Value,
+    pub manifest: berth::artifacts::BuildManifest,
 }
 
 impl Image {
@@ -109,7 +109,7 @@ fn build_test_image() -> Result<Image> {
         },
         &printer,
     )?;
-    let manifest = serde_json::from_slice(&fs::read(out.join("manifest.json"))?)?;
+    let manifest = berth::artifacts::BuildManifest::read(&out)?;
     Ok(Image { dir: out, manifest })
 }
 
@@ -133,14 +133,14 @@ impl Guest {
     pub fn start(name: &str, mut cfg: VmConfig) -> Result<Guest> {
         // A test that panicked while holding the lock must not stop the others.
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        if cfg.accel == berth::qemu::Accel::Tcg {
+        if cfg.accel == berth::run::qemu::Accel::Tcg {
             cfg.cpus = 1;
         }
         let work = tempfile::tempdir()?;
         let log = work.path().join("console.log");
         cfg.console_file = Some(log.clone());
         cfg.no_reboot = true;
-        let mut cmd = berth::qemu::command(&cfg, work.path())?;
+        let mut cmd = berth::run::qemu::command(&cfg, work.path())?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(fs::File::create(

@@ -5,14 +5,11 @@
 use std::fs;
 use std::time::Duration;
 
-use berth::qemu::{Boot, VmConfig};
+use berth::run::qemu::{Boot, VmConfig};
 use berth_vm_tests::{test_image, Guest, READY_DIRECT, READY_UEFI, SHUTDOWN};
 
 fn ready_line(img: &berth_vm_tests::Image) -> String {
-    format!(
-        "berth: ready slot=a version={}",
-        img.manifest["image"]["version"].as_str().unwrap()
-    )
+    format!("berth: ready slot=a version={}", img.manifest.image.version)
 }
 
 #[test]
@@ -84,12 +81,12 @@ fn uefi_boot_through_systemd_boot_reaches_ready_and_blesses_the_entry() {
     );
     drop(g);
     // The ESP on the disk now holds the blessed entry and not the counting one.
-    let layout = berth::gpt::read(&mut fs::File::open(&disk).unwrap()).unwrap();
+    let layout = berth::disk::gpt::read(&mut fs::File::open(&disk).unwrap()).unwrap();
     let esp = layout.esp();
     let mut f = fs::File::open(&disk).unwrap();
     use std::io::{Seek, SeekFrom};
     f.seek(SeekFrom::Start(esp.offset().get())).unwrap();
-    let files = berth::fat::read_dir_tree(&mut f).unwrap();
+    let files = berth::fsimage::fat::read_dir_tree(&mut f).unwrap();
     let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
     assert!(
         names
@@ -133,7 +130,7 @@ fn state_grows_on_first_boot_and_persists_across_reboots() {
         .to_string();
     assert!(state_line.contains("boot-count=1"), "{state_line}");
     // The partition now ends at the end of the disk (within the backup GPT and 1 MiB alignment).
-    let layout = berth::gpt::read(&mut fs::File::open(&disk).unwrap()).unwrap();
+    let layout = berth::disk::gpt::read(&mut fs::File::open(&disk).unwrap()).unwrap();
     let state = layout.state();
     let end = state.offset().get() + state.size().get();
     assert!(
@@ -196,13 +193,11 @@ fn corrupted_root_fails_loudly_instead_of_booting() {
         .trim()
         .parse()
         .expect("debugfs bmap block");
-    let part = img.manifest["disk"]["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "root-a")
-        .unwrap();
-    let off = part["offset"].as_u64().unwrap() + block * 4096 + 100;
+    let part = img
+        .manifest
+        .partition("root-a")
+        .expect("manifest lists root-a");
+    let off = part.offset + block * 4096 + 100;
     {
         use std::io::{Read, Seek, SeekFrom, Write};
         let mut f = fs::OpenOptions::new()
@@ -232,7 +227,7 @@ fn corrupted_root_fails_loudly_instead_of_booting() {
 fn qcow2_on_virtio_blk_and_vmdk_on_virtio_scsi_boot_to_ready() {
     let img = test_image();
     let work = tempfile::tempdir().unwrap();
-    let roothash = img.manifest["verity"]["roothash"].as_str().unwrap();
+    let roothash = &img.manifest.verity.roothash;
     let mut seed = [0u8; 32];
     for (i, b) in seed.iter_mut().enumerate() {
         *b = u8::from_str_radix(&roothash[2 * i..2 * i + 2], 16).unwrap();
@@ -253,14 +248,14 @@ fn qcow2_on_virtio_blk_and_vmdk_on_virtio_scsi_boot_to_ready() {
         let mut cfg = VmConfig::new(&path).unwrap();
         assert_ne!(
             cfg.format,
-            berth::qemu::DiskFormat::Raw,
+            berth::run::qemu::DiskFormat::Raw,
             "{} detected as raw",
             path.display()
         );
         cfg.boot = img.direct("berth.after-ready=poweroff").unwrap();
         // The VMDK goes on a virtio-scsi controller, as in the VirtualBox box.
         if fmt == berth::formats::Format::Vmdk {
-            cfg.disk_bus = berth::qemu::DiskBus::VirtioScsi;
+            cfg.disk_bus = berth::run::qemu::DiskBus::VirtioScsi;
         }
         let mut g = Guest::start(&format!("boot-{}", fmt.name()), cfg).unwrap();
         g.wait_for(&ready_line(img), READY_DIRECT).unwrap();

@@ -16,7 +16,6 @@
 //! [`write`] is that table.
 
 pub mod qcow2;
-pub mod sums;
 pub mod vagrant;
 pub mod vhd;
 pub mod vmdk;
@@ -32,9 +31,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
-use crate::cmd::Tool;
-
-pub use sums::{write_sha256sums, FileSum, SHA256SUMS};
+use crate::util::cmd::Tool;
 
 /// One output format. Serialized (profile `[outputs]`, `--format`, manifest.json) by its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -133,7 +130,7 @@ impl FromStr for Format {
     }
 }
 
-/// The host tools the given formats need, for [`crate::cmd::check_tools`] before the build starts.
+/// The host tools the given formats need, for [`crate::util::cmd::check_tools`] before the build starts.
 pub fn required_tools(formats: &[Format]) -> Vec<Tool> {
     let mut names = Vec::new();
     let mut tools = Vec::new();
@@ -156,6 +153,33 @@ pub fn build_order(formats: &[Format]) -> Vec<Format> {
     v.sort();
     v.dedup();
     v
+}
+
+/// The formats a build writes, in build order, after checking that the host has the tools they
+/// need (before any work starts).
+pub fn plan(requested: &[Format]) -> Result<Vec<Format>> {
+    let formats = build_order(requested);
+    crate::util::cmd::check_tools(&required_tools(&formats))?;
+    Ok(formats)
+}
+
+/// The derived-formats stage: writes each format from `ctx.disk`, in build order.
+pub fn write_all(
+    formats: &[Format],
+    ctx: &FormatCtx,
+    printer: &crate::util::printer::Printer,
+) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::with_capacity(formats.len());
+    for f in formats {
+        let step = printer.step(f.file_name());
+        let p = write(*f, ctx, printer.bytes_bar(ctx.disk_size, f.file_name()))?;
+        let size = fs::metadata(&p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .len();
+        step.done(&format!("{}", crate::units::Bytes(size)));
+        written.push(p);
+    }
+    Ok(written)
 }
 
 /// Everything a format writer needs. All fields are inputs of the output bytes: two calls with
@@ -228,8 +252,7 @@ pub fn write(fmt: Format, ctx: &FormatCtx, progress: Option<ProgressBar>) -> Res
     };
     result.with_context(|| format!("writing {} from {}", dest.display(), ctx.disk.display()))?;
     progress.finish();
-    tmp.persist(&dest)
-        .with_context(|| format!("renaming into {}", dest.display()))?;
+    crate::util::output::persist(tmp, &dest)?;
     Ok(dest)
 }
 
@@ -258,7 +281,7 @@ pub(crate) fn disk_file_for(
 
 /// Derives a 16-byte identifier (UUID-shaped) for `label` from the build's seed.
 pub fn derive_id(label: &str, seed: &[u8; 32]) -> [u8; 16] {
-    crate::build::derive16(label, seed)
+    crate::util::digest::derive16(label, seed)
 }
 
 /// An optional progress bar; every writer counts the bytes of disk.raw it has read.

@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::{FormatCtx, Progress};
-use crate::cmd::Cmd;
+use crate::util::cmd::Cmd;
 
 /// qcow2 creation options, all pinned: v3 (compat 1.1), 64 KiB clusters, no lazy refcounts, and
 /// zlib for compressed clusters (zstd clusters are unreadable to qemu < 5.1 and to most

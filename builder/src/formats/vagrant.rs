@@ -20,7 +20,7 @@ use flate2::{Compression, GzBuilder};
 use serde_json::json;
 
 use super::{derive_id, disk_file_for, Format, FormatCtx, Progress, MIB};
-use crate::build::uuid_string;
+use crate::util::digest::uuid_string;
 
 /// gzip level for boxes: zlib's default; the qcow2 inside is mostly incompressible already.
 const GZIP_LEVEL: u32 = 6;

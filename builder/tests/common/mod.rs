@@ -47,3 +47,26 @@ pub fn require(present: bool, what: &str, hint: &str) -> bool {
     eprintln!("SKIP: {what}: {hint}");
     false
 }
+
+/// A complete manifest.json for an image directory a test makes by hand (the publish tests,
+/// which need only a disk and this), in the schema `berth::artifacts::BuildManifest` reads.
+pub fn manifest_json(name: &str, version: &str, roothash: &str) -> String {
+    serde_json::json!({
+        "berth": "0.1.0",
+        "image": {"name": name, "version": version, "source-date-epoch": 1, "hostname": name},
+        "debian": {"suite": "bookworm", "architecture": "amd64"},
+        "kernel": {"package": "linux", "version": "6.1", "vmlinuz": "/usr/lib/modules/6.1/vmlinuz",
+                   "cmdline": "console=ttyS0", "modules": 0},
+        "packages": [],
+        "verity": {"roothash": roothash, "salt": "", "uuid": "00000000-0000-4000-8000-000000000000",
+                   "hash-algorithm": "sha256", "data-block-size": 4096, "hash-block-size": 4096,
+                   "data-blocks": 0},
+        "sizes": {"root-slot": 0, "root-filesystem": 0, "root-verity": 0, "content": 0, "esp": 0, "state": 0},
+        "boot": {"cmdline": "", "entry": "berth-a+3.conf", "loader": "systemd-boot-efi", "initrd-modules": 0},
+        "disk": {"size": 0, "guid": "", "partitions": []},
+        "formats": [],
+        "artifacts": {},
+        "rootfs": {"entries": 0, "files": []}
+    })
+    .to_string()
+}

@@ -4,34 +4,20 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, Once};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 
 /// Staging directories alive in this process, removed by the signal handler.
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-static HANDLER: Once = Once::new();
 
-/// Installs (once) a SIGINT/SIGTERM/SIGHUP handler thread that removes live staging directories
-/// and exits with 128 + signal number, the shell convention.
-pub fn install_signal_cleanup() {
-    HANDLER.call_once(|| {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
-            tracing::warn!("could not install signal handlers; an interrupted build may leave a .tmp directory");
-            return;
-        };
-        std::thread::spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                let dirs = LIVE.lock().map(|v| v.clone()).unwrap_or_default();
-                for d in dirs {
-                    let _ = fs::remove_dir_all(&d);
-                }
-                eprintln!("berth: interrupted; nothing was written to the output directory");
-                std::process::exit(128 + sig);
-            }
-        });
-    });
+/// Removes every staging directory this process has alive: for the binary's signal handler,
+/// which then exits (the library never does), so an interrupted build leaves nothing behind.
+pub fn remove_live_staging() {
+    let dirs = LIVE.lock().map(|v| v.clone()).unwrap_or_default();
+    for d in dirs {
+        let _ = fs::remove_dir_all(&d);
+    }
 }
 
 pub struct Staging {
@@ -114,6 +100,21 @@ impl Drop for Staging {
             self.forget();
         }
     }
+}
+
+/// Mode of every output file: readable by all, so a web server running as another user can
+/// serve images, boxes, sums, locks and catalogs. (tempfile creates its files 0600.)
+pub const OUTPUT_FILE_MODE: u32 = 0o644;
+
+/// Moves a finished temporary file to `dest` with [`OUTPUT_FILE_MODE`].
+pub fn persist<F>(tmp: tempfile::NamedTempFile<F>, dest: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(OUTPUT_FILE_MODE))
+        .with_context(|| format!("setting the mode of {}", tmp.path().display()))?;
+    tmp.persist(dest)
+        .map_err(|e| e.error)
+        .with_context(|| format!("renaming into {}", dest.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::elf;
-use crate::manifest::{Entry, ImagePath, Kind, Manifest};
 use crate::profile::{FileSource, Profile};
+use crate::root::elf;
+use crate::root::manifest::{Entry, ImagePath, Kind, Manifest};
 
 /// Directories every image has, with their modes. `/var` is where the state partition is
 /// mounted; `/proc`, `/sys`, `/dev`, `/run`, `/tmp` are mount points for API filesystems.
@@ -47,17 +47,23 @@ const USRMERGE: &[&str] = &["bin", "lib", "lib64", "sbin"];
 const BASE_FILES: &[(&str, &[u8])] = &[
     (
         "/etc/containerd/config.toml",
-        include_bytes!("../../rootfs/base/etc/containerd/config.toml"),
+        include_bytes!("../../../rootfs/base/etc/containerd/config.toml"),
     ),
-    ("/etc/group", include_bytes!("../../rootfs/base/etc/group")),
-    ("/etc/hosts", include_bytes!("../../rootfs/base/etc/hosts")),
+    (
+        "/etc/group",
+        include_bytes!("../../../rootfs/base/etc/group"),
+    ),
+    (
+        "/etc/hosts",
+        include_bytes!("../../../rootfs/base/etc/hosts"),
+    ),
     (
         "/etc/nsswitch.conf",
-        include_bytes!("../../rootfs/base/etc/nsswitch.conf"),
+        include_bytes!("../../../rootfs/base/etc/nsswitch.conf"),
     ),
     (
         "/etc/passwd",
-        include_bytes!("../../rootfs/base/etc/passwd"),
+        include_bytes!("../../../rootfs/base/etc/passwd"),
     ),
 ];
 
@@ -170,7 +176,7 @@ fn chain(sys: &Manifest, path: &ImagePath) -> Option<Vec<(ImagePath, Entry)>> {
                     format!("{parent}/{t}")
                 };
                 hops.push((here, entry.clone()));
-                cur = usrmerge(&crate::manifest::normalize_dotdot(&next)?);
+                cur = usrmerge(&crate::root::manifest::normalize_dotdot(&next)?);
             }
             Kind::Hardlink(t) => {
                 let data = match sys.get(t).map(|e| &e.kind) {

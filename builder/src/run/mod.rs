@@ -5,9 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::build::{self, DISK, INITRD, MANIFEST, VMLINUZ};
-use crate::gpt;
-use crate::qemu::{Boot, DiskFormat};
+use crate::artifacts::{BuildManifest, DISK, INITRD, MANIFEST, VMLINUZ};
+use crate::build;
+use crate::disk::gpt;
+pub mod qemu;
+
+use qemu::{Boot, DiskFormat};
 
 pub struct Target {
     pub disk: PathBuf,
@@ -71,12 +74,7 @@ impl Target {
                 );
             }
         }
-        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest)?)
-            .with_context(|| format!("reading {}", manifest.display()))?;
-        let mut cmdline = m["boot"]["cmdline"]
-            .as_str()
-            .with_context(|| format!("{} has no boot.cmdline", manifest.display()))?
-            .to_string();
+        let mut cmdline = BuildManifest::read(dir)?.boot.cmdline;
         if let Some(a) = append {
             cmdline.push(' ');
             cmdline.push_str(a);

@@ -9,16 +9,27 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::Cmd;
-use crate::elf;
+use crate::root::elf;
+use crate::util::cmd::Cmd;
 
 /// Where this berth's source tree is (when run from a checkout), to build berth-init from.
 const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
-/// Returns the berth-init executable's bytes. Order: an explicit path (flag or profile); in a
-/// source tree, a build of rootfs/init into the cache; else a static `berth-init` installed next
-/// to the running `berth`.
-pub fn locate(explicit: Option<&Path>, cache_dir: &Path) -> Result<(PathBuf, Vec<u8>)> {
+/// The berth-init the image boots: where it came from and its bytes.
+pub struct Init {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+}
+
+/// Finds berth-init. Order: an explicit path (flag or profile); in a source tree, a build of
+/// rootfs/init into the cache; else a static `berth-init` installed next to the running
+/// `berth`.
+pub fn locate(explicit: Option<&Path>, cache_dir: &Path) -> Result<Init> {
+    let (path, bytes) = find(explicit, cache_dir)?;
+    Ok(Init { path, bytes })
+}
+
+fn find(explicit: Option<&Path>, cache_dir: &Path) -> Result<(PathBuf, Vec<u8>)> {
     if let Some(p) = explicit {
         let data = std::fs::read(p)
             .with_context(|| format!("reading the init program {}", p.display()))?;
@@ -60,7 +71,10 @@ pub fn locate(explicit: Option<&Path>, cache_dir: &Path) -> Result<(PathBuf, Vec
         .args(["--", "-C", "target-feature=+crt-static"])
         .cwd(ws)
         .output()
-        .context("building berth-init from the source tree (cargo rustc -p berth-init)")?;
+        .context(
+            "building berth-init from the source tree (cargo rustc -p berth-init); without a \
+             Rust toolchain, pass --init PATH (a static berth-init) or set `init.path` in the profile",
+        )?;
     let p = target.join("release/berth-init");
     let data = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
     check_static(&p, &data)?;

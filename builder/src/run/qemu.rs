@@ -11,7 +11,7 @@ use std::process::{Command, ExitStatus};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::find_tool;
+use crate::util::cmd::find_tool;
 
 /// OVMF firmware pairs, most specific first (Debian's `ovmf` package ships all of these), in
 /// `BERTH_OVMF_DIR` or else /usr/share/OVMF.

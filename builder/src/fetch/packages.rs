@@ -2,36 +2,19 @@
 //! against the lock's SHA-256 on every build.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 
-use crate::apt::Apt;
-use crate::lock::LockedPackage;
+use crate::fetch::apt::Apt;
+use crate::fetch::lock::LockedPackage;
+use crate::util::digest::sha256_file;
 
 /// A .deb on disk whose bytes match its lock entry.
 #[derive(Clone, Debug)]
 pub struct Fetched {
     pub locked: LockedPackage,
     pub path: PathBuf,
-}
-
-pub fn sha256_file(p: &Path) -> Result<String> {
-    let mut f = fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", p.display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
 }
 
 fn cache_name(p: &LockedPackage) -> String {

@@ -18,7 +18,7 @@ use std::io::Read;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::manifest::{ImagePath, Kind, Manifest};
+use crate::root::manifest::{ImagePath, Kind, Manifest};
 
 /// File name endings of kernel modules, compressed or not.
 const MODULE_SUFFIXES: &[&str] = &[".ko", ".ko.xz", ".ko.zst", ".ko.gz"];
@@ -462,7 +462,7 @@ fn section_bytes<'a>(d: &'a [u8], s: &Section) -> Result<&'a [u8]> {
 /// The bytes of the section called `want` in a 64-bit little-endian ELF file, read through the
 /// section headers (modules are relocatable files: they have no program headers).
 pub fn find_section<'a>(d: &'a [u8], want: &str) -> Result<Option<&'a [u8]>> {
-    ensure!(crate::elf::is_elf(d), "not an ELF file");
+    ensure!(crate::root::elf::is_elf(d), "not an ELF file");
     ensure!(
         d.get(4) == Some(&2),
         "not a 64-bit ELF file (berth images are x86-64)"
@@ -512,7 +512,7 @@ pub fn find_section<'a>(d: &'a [u8], want: &str) -> Result<Option<&'a [u8]>> {
 
 /// The `key=value` strings of a module's `.modinfo` section, in order.
 pub fn modinfo(elf: &[u8]) -> Result<Vec<(String, String)>> {
-    ensure!(crate::elf::is_elf(elf), "not an ELF file");
+    ensure!(crate::root::elf::is_elf(elf), "not an ELF file");
     ensure!(
         u16_at(elf, 0x10)? == ET_REL,
         "not a kernel module: ELF type is not ET_REL (relocatable)"
@@ -533,7 +533,7 @@ pub fn modinfo(elf: &[u8]) -> Result<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::Entry;
+    use crate::root::manifest::Entry;
 
     /// A minimal ELF64 relocatable file: header, a `.modinfo` section, the name table and three
     /// section headers (null, .modinfo, .shstrtab).

@@ -73,15 +73,24 @@ impl Printer {
     /// The result: always printed, on stdout.
     pub fn result(&self, msg: &str) {
         if self.mode != Mode::Json {
-            println!("{msg}");
+            stdout_line(msg);
         }
     }
 
     pub fn json(&self, v: &serde_json::Value) {
         if self.mode == Mode::Json {
-            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+            stdout_line(&serde_json::to_string_pretty(v).unwrap_or_default());
         }
     }
+}
+
+/// Writes a line to stdout. A reader that went away (`berth inspect | head`) is not an error
+/// of berth's: the rest of the output is dropped quietly, as `cat` and `ls` do, where
+/// `println!` would panic.
+fn stdout_line(msg: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{msg}").and_then(|()| out.flush());
 }
 
 pub struct Step<'a> {

@@ -4,10 +4,10 @@
 
 use anyhow::{bail, Context, Result};
 
-use crate::manifest::{Entry, ImagePath, Kind, Manifest};
-use crate::oci::{self, OciImage};
 use crate::profile::{Container, Profile};
-use crate::rootfs::{usrmerge, PackageData, RootfsManifest};
+use crate::root::manifest::{Entry, ImagePath, Kind, Manifest};
+use crate::root::oci::{self, OciImage};
+use crate::root::rootfs::{usrmerge, PackageData, RootfsManifest};
 
 pub use berth_contract::paths::IMAGES_DIR;
 pub use berth_contract::paths::SERVICES;

@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::cmd::Cmd;
-use crate::deb::{parse_stanzas, ControlFields};
-use crate::debversion;
+use crate::fetch::deb::{parse_stanzas, ControlFields};
+use crate::fetch::debversion;
 use crate::profile::Debian;
+use crate::util::cmd::Cmd;
 
 /// The architecture berth images are built for (the only one the disk layout supports so far).
 pub const ARCH: &str = "amd64";

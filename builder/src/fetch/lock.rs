@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::apt::{IndexEntry, PackageIndex, Role, ARCH};
+use crate::fetch::apt::{IndexEntry, PackageIndex, Role, ARCH};
 use crate::profile::Profile;
 
 pub const LOCK_VERSION: u32 = 1;
@@ -152,7 +152,7 @@ impl Lock {
         let mut tmp = tempfile::NamedTempFile::new_in(dir)
             .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
         std::io::Write::write_all(&mut tmp, text.as_bytes())?;
-        tmp.persist(path)
+        crate::util::output::persist(tmp, path)
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(())
     }

@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::debversion;
-use crate::packages::sha256_file;
+use crate::fetch::debversion;
+use crate::util::digest::sha256_file;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {
@@ -104,7 +104,7 @@ pub fn publish(
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     serde_json::to_writer_pretty(&mut tmp, &cat)?;
-    tmp.persist(path)
+    crate::util::output::persist(tmp, path)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(cat)
 }

@@ -1,0 +1,108 @@
+//! The initramfs stage: berth-init as `/init` and the kernel modules the boot needs, and the
+//! module lists (`/etc/berth/modules`) both stages load.
+
+use anyhow::{Context, Result};
+use berth_contract::paths::{INITRD_RELEASE, MODULE_LIST};
+
+use crate::fsimage::cpio;
+use crate::profile::Profile;
+use crate::root::kmod;
+use crate::root::manifest::{Entry, ImagePath, Manifest};
+use crate::root::rootfs::RootfsManifest;
+
+fn module_dir(kver: &str) -> Result<ImagePath> {
+    ImagePath::new(&format!("/usr/lib/modules/{kver}"))
+}
+
+/// Adds `/etc/berth/modules` (what the main stage loads) and a depmod-style `modules.dep` to the
+/// root, so berth-init and later `modprobe`-like loads find dependencies without depmod.
+pub fn add_module_files(profile: &Profile, rootfs: &mut RootfsManifest) -> Result<()> {
+    let kver = rootfs.kernel.version.clone();
+    let sde = profile.image.source_date_epoch;
+    let idx = kmod::index(&rootfs.manifest, &kver)?;
+    let wanted: Vec<&str> = profile
+        .kernel
+        .load_modules
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let order = idx
+        .load_order(&wanted)
+        .with_context(|| format!("{}: key `kernel.load-modules`", profile.path.display()))?;
+    let dir = module_dir(&kver)?;
+    rootfs.manifest.insert(
+        dir.join("modules.dep")?,
+        Entry::file(idx.modules_dep(), 0o644, sde),
+    )?;
+    rootfs.manifest.insert(
+        ImagePath::new(MODULE_LIST)?,
+        Entry::file(lines(&order), 0o644, sde),
+    )?;
+    Ok(())
+}
+
+fn lines(items: &[String]) -> String {
+    items.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// The initramfs: berth-init as `/init`, the modules the boot needs (with dependencies, in load
+/// order), and the mount points. zstd-compressed cpio, reproducible.
+pub fn initramfs(
+    profile: &Profile,
+    rootfs: &RootfsManifest,
+    init: &[u8],
+) -> Result<(Vec<u8>, usize)> {
+    let sde = profile.image.source_date_epoch;
+    let kver = &rootfs.kernel.version;
+    let idx = kmod::index(&rootfs.manifest, kver)?;
+    let wanted: Vec<&str> = profile
+        .kernel
+        .initrd_modules
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let order = idx
+        .load_order(&wanted)
+        .with_context(|| format!("{}: key `kernel.initrd-modules`", profile.path.display()))?;
+    let mut m = Manifest::new(sde);
+    for d in ["/dev", "/proc", "/sys", "/run", "/sysroot", "/tmp"] {
+        m.insert(ImagePath::new(d)?, Entry::dir(0o755, sde))?;
+    }
+    m.insert(
+        ImagePath::new("/init")?,
+        Entry::file(init.to_vec(), 0o755, sde),
+    )?;
+    m.insert(
+        ImagePath::new(INITRD_RELEASE)?,
+        Entry::file(
+            format!(
+                "NAME=\"berth initrd\"\nIMAGE_VERSION={}\n",
+                profile.image.version
+            ),
+            0o644,
+            sde,
+        ),
+    )?;
+    m.insert(
+        ImagePath::new(MODULE_LIST)?,
+        Entry::file(lines(&order), 0o644, sde),
+    )?;
+    let dir = module_dir(kver)?;
+    for rel in &order {
+        let p = dir.join(rel)?;
+        let e = rootfs.manifest.get(&p).with_context(|| {
+            format!("module {p} is in the load order but not in the root filesystem")
+        })?;
+        m.insert(
+            p,
+            Entry {
+                mtime: sde,
+                ..e.clone()
+            },
+        )?;
+    }
+    let mut out = Vec::new();
+    cpio::write_initramfs(&m, &mut out, cpio::Compression::Zstd)
+        .context("writing the initramfs")?;
+    Ok((out, order.len()))
+}

@@ -1,0 +1,328 @@
+//! The build cache: a build whose inputs are all the same as an earlier one's copies that
+//! build's outputs instead of making them again.
+//!
+//! The key is a SHA-256 over everything that decides the output bytes: the resolved profile
+//! (without where it lives on this machine), the lock, berth-init's bytes, every overlay file
+//! (name, execute bit, content, symlink target), every `[[files]]` entry and source, the
+//! formats, and the builder itself (the running executable's digest), so a change to any
+//! writer (ext4, FAT, GPT, the command line, a format) is a new key even when no input moved.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::artifacts::{BuildManifest, MANIFEST};
+use crate::fetch::lock::Lock;
+use crate::formats::Format;
+use crate::profile::{self, Profile};
+use crate::util::printer::Printer;
+use crate::util::sparse;
+
+/// Bumped when the cache's own layout changes (what a cache entry holds).
+const CACHE_FORMAT: &str = "berth-build-v2";
+
+/// A cache key: hex SHA-256 of the build's inputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Key(String);
+
+impl Key {
+    /// The first 12 hex digits, for messages.
+    pub fn short(&self) -> &str {
+        &self.0[..12]
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What goes into a key; `builder` is the digest of the code that builds ([`builder_digest`]).
+pub struct Inputs<'a> {
+    pub profile: &'a Profile,
+    pub lock: &'a Lock,
+    pub init: &'a [u8],
+    pub formats: &'a [Format],
+    pub builder: &'a [u8; 32],
+}
+
+/// SHA-256 of the running executable: the builder's code, whatever changed in it. Computed
+/// once per process (about 20 MB to read).
+pub fn builder_digest() -> Result<[u8; 32]> {
+    static DIGEST: OnceLock<std::result::Result<[u8; 32], String>> = OnceLock::new();
+    DIGEST
+        .get_or_init(|| {
+            let exe =
+                std::env::current_exe().map_err(|e| format!("finding berth's executable: {e}"))?;
+            let bytes = fs::read(&exe).map_err(|e| format!("reading {}: {e}", exe.display()))?;
+            Ok(Sha256::digest(bytes).into())
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// The key of a build with these inputs.
+pub fn key(i: &Inputs<'_>) -> Result<Key> {
+    let mut h = Sha256::new();
+    let mut field = |name: &str, bytes: &[u8]| {
+        // Length-prefixed, so no two different input sets hash the same byte stream.
+        h.update(name.as_bytes());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    field("format", CACHE_FORMAT.as_bytes());
+    field("builder", i.builder);
+    let formats: Vec<&str> = i.formats.iter().map(|f| f.name()).collect();
+    field("formats", serde_json::to_string(&formats)?.as_bytes());
+    // The resolved profile minus where it lives on this machine; overlays, files and the init
+    // are hashed by content below.
+    let mut v = serde_json::to_value(i.profile)?;
+    if let Some(o) = v.as_object_mut() {
+        for k in ["path", "sources", "overlays", "files", "init"] {
+            o.remove(k);
+        }
+    }
+    field("profile", v.to_string().as_bytes());
+    field("lock", toml::to_string(i.lock)?.as_bytes());
+    field("init", &Sha256::digest(i.init));
+    for o in &i.profile.overlays {
+        let mut t = Sha256::new();
+        hash_tree(&mut t, &o.path).with_context(|| format!("overlay {}", o.name))?;
+        field("overlay", &t.finalize());
+    }
+    for f in &i.profile.files {
+        let mut spec = serde_json::to_value(f)?;
+        if let profile::FileSource::Source(p) = &f.what {
+            // The source's content, not where it is on this machine.
+            let data = fs::read(p)
+                .with_context(|| format!("[[files]] {}: reading {}", f.path, p.display()))?;
+            spec["what"] =
+                serde_json::json!({ "source-sha256": hex::encode(Sha256::digest(data)) });
+        }
+        field("file", spec.to_string().as_bytes());
+    }
+    Ok(Key(hex::encode(h.finalize())))
+}
+
+/// Hashes a host tree as the overlay reader sees it: sorted names, the execute bit (the only
+/// mode bit an overlay keeps), file contents and symlink targets. An unreadable entry is an
+/// error, as it is for the build.
+fn hash_tree(h: &mut Sha256, dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut entries = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .collect::<std::io::Result<Vec<_>>>()
+        .with_context(|| format!("reading {}", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let m = fs::symlink_metadata(&p).with_context(|| format!("reading {}", p.display()))?;
+        let name = e.file_name();
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_encoded_bytes());
+        h.update([u8::from(m.permissions().mode() & 0o111 != 0)]);
+        if m.is_dir() {
+            h.update(b"d");
+            hash_tree(h, &p)?;
+            h.update(b"..");
+        } else if m.file_type().is_symlink() {
+            let t = fs::read_link(&p).with_context(|| format!("reading {}", p.display()))?;
+            h.update(b"l");
+            h.update(t.as_os_str().as_encoded_bytes());
+        } else {
+            let data = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+            h.update(b"f");
+            h.update((data.len() as u64).to_le_bytes());
+            h.update(data);
+        }
+    }
+    Ok(())
+}
+
+/// Where the entry for `key` lives.
+pub fn entry_dir(cache_dir: &Path, key: &Key) -> PathBuf {
+    cache_dir.join("builds").join(&key.0[..32])
+}
+
+/// Copies a cached build's `names` into `staging` if the cache has an entry for `key`; returns
+/// its manifest, or `None` for a miss.
+pub fn reuse(
+    cache_dir: &Path,
+    key: &Key,
+    names: &[&str],
+    staging: &Path,
+    printer: &Printer,
+) -> Result<Option<BuildManifest>> {
+    let dir = entry_dir(cache_dir, key);
+    if !dir.join(MANIFEST).is_file() {
+        return Ok(None);
+    }
+    let step = printer.step("reuse cached build");
+    for f in names {
+        sparse::copy(&dir.join(f), &staging.join(f))
+            .with_context(|| format!("copying cached {f} from {}", dir.display()))?;
+    }
+    let m = BuildManifest::read(staging)?;
+    step.done(&format!("inputs unchanged ({})", key.short()));
+    Ok(Some(m))
+}
+
+/// Keeps a copy of a finished build for the next one with the same key. Best effort: a full
+/// disk only costs speed, so failures are warnings.
+pub fn store(cache_dir: &Path, key: &Key, staged: &Path, names: &[&str]) {
+    let dir = entry_dir(cache_dir, key);
+    if let Err(e) = try_store(&dir, staged, names) {
+        tracing::warn!(
+            "could not cache the build result in {}: {e:#}",
+            dir.display()
+        );
+    }
+}
+
+fn try_store(dir: &Path, staged: &Path, names: &[&str]) -> Result<()> {
+    let parent = dir.parent().context("cache path has no parent")?;
+    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = tempfile::tempdir_in(parent)?;
+    for f in names {
+        sparse::copy(&staged.join(f), &tmp.path().join(f))?;
+    }
+    let tmp = tmp.keep();
+    if fs::rename(&tmp, dir).is_err() {
+        fs::remove_dir_all(&tmp)?; // another build stored the same result first
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A profile with one overlay and one sourced file, in a temporary directory.
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            fs::create_dir_all(d.join("overlays/extra/etc")).unwrap();
+            fs::write(d.join("overlays/extra/etc/motd"), "hi\n").unwrap();
+            fs::write(d.join("motd.src"), "from source\n").unwrap();
+            fs::create_dir_all(d.join("profiles")).unwrap();
+            Fixture { dir }
+        }
+
+        fn write_profile(&self, version: &str) -> PathBuf {
+            let p = self.dir.path().join("profiles/p.toml");
+            fs::write(
+                &p,
+                format!(
+                    "schema = 1\noverlays = [\"extra\"]\n[image]\nname = \"t\"\nversion = \"{version}\"\nsource-date-epoch = 1\n\
+                     [[files]]\npath = \"/etc/issue\"\nsource = \"../motd.src\"\n"
+                ),
+            )
+            .unwrap();
+            p
+        }
+
+        fn path(&self, rel: &str) -> PathBuf {
+            self.dir.path().join(rel)
+        }
+    }
+
+    fn lock() -> Lock {
+        Lock {
+            lock_version: 1,
+            suite: "bookworm".into(),
+            architecture: "amd64".into(),
+            roots: vec!["x".into()],
+            packages: vec![],
+        }
+    }
+
+    fn key_of(profile: &Profile, init: &[u8], formats: &[Format], builder: &[u8; 32]) -> Key {
+        key(&Inputs {
+            profile,
+            lock: &lock(),
+            init,
+            formats,
+            builder,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn every_input_class_changes_the_key() {
+        let fx = Fixture::new();
+        let p = profile::load(&fx.write_profile("1.0")).unwrap();
+        let base = key_of(&p, b"init", &[], &[0; 32]);
+        assert_eq!(base, key_of(&p, b"init", &[], &[0; 32]), "deterministic");
+        let mut changed = Vec::new();
+
+        // A profile key.
+        let p2 = profile::load(&fx.write_profile("1.1")).unwrap();
+        changed.push(("profile key", key_of(&p2, b"init", &[], &[0; 32])));
+        fx.write_profile("1.0");
+        // An overlay byte.
+        fs::write(fx.path("overlays/extra/etc/motd"), "hI\n").unwrap();
+        changed.push(("overlay byte", key_of(&p, b"init", &[], &[0; 32])));
+        fs::write(fx.path("overlays/extra/etc/motd"), "hi\n").unwrap();
+        assert_eq!(key_of(&p, b"init", &[], &[0; 32]), base, "restored");
+        // An overlay mode (the execute bit is what the image keeps).
+        let motd = fx.path("overlays/extra/etc/motd");
+        fs::set_permissions(&motd, fs::Permissions::from_mode(0o755)).unwrap();
+        changed.push(("overlay mode", key_of(&p, b"init", &[], &[0; 32])));
+        fs::set_permissions(&motd, fs::Permissions::from_mode(0o644)).unwrap();
+        // A [[files]] source's content.
+        fs::write(fx.path("motd.src"), "from source!\n").unwrap();
+        changed.push(("file source", key_of(&p, b"init", &[], &[0; 32])));
+        fs::write(fx.path("motd.src"), "from source\n").unwrap();
+        // The init's bytes, the formats, the builder.
+        changed.push(("init byte", key_of(&p, b"inIt", &[], &[0; 32])));
+        changed.push((
+            "format list",
+            key_of(&p, b"init", &[Format::Qcow2], &[0; 32]),
+        ));
+        changed.push(("builder", key_of(&p, b"init", &[], &[1; 32])));
+
+        assert_eq!(key_of(&p, b"init", &[], &[0; 32]), base, "all restored");
+        for (what, k) in &changed {
+            assert_ne!(*k, base, "{what} did not change the key");
+        }
+        for (i, (a, ka)) in changed.iter().enumerate() {
+            for (b, kb) in &changed[i + 1..] {
+                assert_ne!(ka, kb, "{a} and {b} gave the same key");
+            }
+        }
+    }
+
+    #[test]
+    fn the_builder_digest_is_the_running_executable() {
+        let d = builder_digest().unwrap();
+        let exe = fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(d, <[u8; 32]>::from(Sha256::digest(exe)));
+    }
+
+    #[test]
+    fn an_unreadable_overlay_entry_is_an_error() {
+        let fx = Fixture::new();
+        let p = profile::load(&fx.write_profile("1.0")).unwrap();
+        std::os::unix::fs::symlink("x", fx.path("overlays/extra/etc/link")).unwrap();
+        // Symlinks are fine (their target is hashed, not followed).
+        key_of(&p, b"i", &[], &[0; 32]);
+        fs::remove_dir_all(fx.path("overlays/extra")).unwrap();
+        let e = key(&Inputs {
+            profile: &p,
+            lock: &lock(),
+            init: b"i",
+            formats: &[],
+            builder: &[0; 32],
+        })
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("overlay extra"), "{e:#}");
+    }
+}

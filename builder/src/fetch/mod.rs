@@ -1,0 +1,166 @@
+//! Getting the packages: the lock (exact versions + SHA-256), apt with berth's own state, the
+//! .deb reader. The stages here: [`lock_for`] (Profile -> Lock) and [`packages`] (Lock ->
+//! Packages, read and grouped by role).
+
+pub mod apt;
+pub mod deb;
+pub mod debversion;
+pub mod lock;
+pub mod packages;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::profile::Profile;
+use crate::root::rootfs::PackageData;
+use crate::units::Bytes;
+use crate::util::printer::Printer;
+use apt::Apt;
+use lock::Lock;
+use packages::Fetched;
+
+/// Reads the lock next to the profile, or resolves and writes one if there is none.
+pub fn lock_for(profile: &Profile, cache_dir: &Path, printer: &Printer) -> Result<Lock> {
+    let path = lock::path_for(&profile.path);
+    if path.is_file() {
+        let l = Lock::read(&path)?;
+        l.check_covers(profile, &path)?;
+        return Ok(l);
+    }
+    let step = printer.step("resolve packages");
+    let l = resolve_lock(profile, cache_dir)?;
+    l.write(&path)?;
+    step.done(&format!(
+        "{} packages, wrote {}",
+        l.packages.len(),
+        path.display()
+    ));
+    Ok(l)
+}
+
+/// `apt-get update` in berth's apt, then resolve the profile's packages.
+pub fn resolve_lock(profile: &Profile, cache_dir: &Path) -> Result<Lock> {
+    let apt = make_apt(profile, cache_dir)?;
+    apt.update()?;
+    Lock::resolve(profile, &apt.index()?)
+}
+
+fn make_apt(profile: &Profile, cache_dir: &Path) -> Result<Apt> {
+    let sources = apt::sources_for(&profile.debian, &apt::host_sources())?;
+    Apt::new(cache_dir, &sources)
+}
+
+/// The packages of a build, read, by the role the lock gives them.
+pub struct Packages {
+    pub kernel: Vec<PackageData>,
+    pub runtime: Vec<PackageData>,
+    pub boot: Vec<PackageData>,
+    /// Packages of the images of `[[containers]]`.
+    pub image: Vec<PackageData>,
+}
+
+/// Lock -> Packages: fetch (or take from the cache) what the lock names, check each against
+/// its SHA-256, read their data.
+pub fn packages(
+    profile: &Profile,
+    lock: &Lock,
+    cache_dir: &Path,
+    printer: &Printer,
+) -> Result<Packages> {
+    let step = printer.step("fetch packages");
+    let total: u64 = lock.packages.iter().map(|p| p.size).sum();
+    let fetched = packages::fetch(
+        cache_dir,
+        &lock.packages,
+        &mut || make_apt(profile, cache_dir),
+        printer.bytes_bar(total, "packages"),
+    )?;
+    step.done(&format!("{} packages, {}", fetched.len(), Bytes(total)));
+
+    let step = printer.step("read packages");
+    let datas = read_packages(&fetched)?;
+    step.done(&format!(
+        "{} entries",
+        datas.iter().map(|d| d.entries.len()).sum::<usize>()
+    ));
+    let mut by_role: BTreeMap<String, Vec<PackageData>> = BTreeMap::new();
+    for d in datas {
+        let role = lock
+            .packages
+            .iter()
+            .find(|p| p.name == d.name)
+            .map(|p| p.role.clone())
+            .unwrap_or_default();
+        by_role.entry(role).or_default().push(d);
+    }
+    let mut take = |r: &str| by_role.remove(r).unwrap_or_default();
+    Ok(Packages {
+        kernel: take("kernel"),
+        runtime: take("runtime"),
+        boot: take("boot"),
+        image: take("image"),
+    })
+}
+
+/// Reads the fetched packages' data (xz/zstd decompression dominates; two threads).
+fn read_packages(fetched: &[Fetched]) -> Result<Vec<PackageData>> {
+    let read = |f: &Fetched| -> Result<PackageData> {
+        let entries = deb::read_data(&f.path).map_err(|e| {
+            e.context(format!(
+                "reading package {} {}",
+                f.locked.name, f.locked.version
+            ))
+        })?;
+        Ok(PackageData {
+            name: f.locked.name.clone(),
+            version: f.locked.version.clone(),
+            entries,
+        })
+    };
+    // Split by size into two halves so both cores decompress.
+    let mut order: Vec<&Fetched> = fetched.iter().collect();
+    order.sort_by_key(|f| std::cmp::Reverse(f.locked.size));
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut sa, mut sb) = (0u64, 0u64);
+    for f in order {
+        if sa <= sb {
+            sa += f.locked.size;
+            a.push(f);
+        } else {
+            sb += f.locked.size;
+            b.push(f);
+        }
+    }
+    let (ra, rb) = std::thread::scope(|s| {
+        let hb = s.spawn(|| b.iter().map(|f| read(f)).collect::<Result<Vec<_>>>());
+        let ra = a.iter().map(|f| read(f)).collect::<Result<Vec<_>>>();
+        (ra, hb.join())
+    });
+    let mut all = ra?;
+    all.extend(rb.map_err(|_| anyhow::anyhow!("package reader thread panicked"))??);
+    all.sort_by(|x, y| x.name.cmp(&y.name));
+    Ok(all)
+}
+
+/// `berth lock --check`: the lock beside the profile must exist and equal `resolved` (what
+/// resolving gives now). `profile_arg` is the profile as the user named it, for the hint.
+pub fn check_lock(profile: &Profile, resolved: &Lock, profile_arg: &Path) -> Result<()> {
+    let path = lock::path_for(&profile.path);
+    if !path.is_file() {
+        anyhow::bail!(
+            "{} does not exist yet: run `berth lock {}` to create it",
+            path.display(),
+            profile_arg.display()
+        );
+    }
+    if Lock::read(&path)? != *resolved {
+        anyhow::bail!(
+            "{} is out of date: run `berth lock {}`",
+            path.display(),
+            profile_arg.display()
+        );
+    }
+    Ok(())
+}

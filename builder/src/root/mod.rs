@@ -1,0 +1,56 @@
+//! The root filesystem as a value: the in-memory manifest, assembled from the packages'
+//! binaries and their ELF closure, the kernel modules, berth-init, overlays and containers.
+//! The stages here: [`assemble`] (Packages -> RootfsManifest), then [`image::root_image`]
+//! (-> RootImage, ext4) and [`image::verity`] (-> Verity).
+
+pub mod containers;
+pub mod elf;
+pub mod image;
+pub mod init;
+pub mod kmod;
+pub mod manifest;
+pub mod oci;
+pub mod rootfs;
+
+use anyhow::{Context, Result};
+
+use crate::fetch::Packages;
+use crate::profile::Profile;
+use crate::units::Bytes;
+use crate::util::printer::Printer;
+use rootfs::RootfsManifest;
+
+/// Packages + init -> the root's manifest: the kernel, the runtime's binaries with their
+/// shared-library closure, the module lists, berth-init, overlays, files and containers.
+pub fn assemble(
+    profile: &Profile,
+    packages: &Packages,
+    init: &init::Init,
+    printer: &Printer,
+) -> Result<RootfsManifest> {
+    let step = printer.step("assemble rootfs");
+    let kernel_pkg = packages
+        .kernel
+        .iter()
+        .find(|d| {
+            d.entries
+                .iter()
+                .any(|(p, _)| p.as_str().starts_with("/boot/vmlinuz-"))
+        })
+        .with_context(|| {
+            format!(
+                "no package of kernel {} ships a /boot/vmlinuz-*",
+                profile.kernel.package
+            )
+        })?;
+    let mut rootfs = rootfs::assemble(profile, kernel_pkg, &packages.runtime, &init.bytes)?;
+    crate::boot::initramfs::add_module_files(profile, &mut rootfs)?;
+    containers::add_containers(profile, &packages.image, &mut rootfs)?;
+    step.done(&format!(
+        "{} entries, {} of files, kernel {}",
+        rootfs.manifest.len(),
+        Bytes(rootfs.manifest.content_bytes()),
+        rootfs.kernel.version
+    ));
+    Ok(rootfs)
+}

@@ -1,0 +1,9 @@
+//! Helpers every phase uses: the one door to subprocesses, the printer, sizes, sparse copies,
+//! content-derived digests and the all-or-nothing output directory.
+
+pub mod cmd;
+pub mod digest;
+pub mod output;
+pub mod printer;
+pub mod sparse;
+pub mod units;
