@@ -795,3 +795,86 @@ fn initramfs_holds_init_and_the_boot_modules_in_load_order() {
         }
     }
 }
+
+/// Regression (stale cache): a change to the builder alone, with every input the same, must
+/// not reuse the cached image. A copy of berth with one extra byte is "another builder": its
+/// build of the same profile into the same cache is not a cache hit, and gives the same bytes.
+#[test]
+fn a_builder_only_change_misses_the_cache() {
+    let b = built();
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("berth-changed");
+    let mut bytes = fs::read(env!("CARGO_BIN_EXE_berth")).unwrap();
+    bytes.push(0);
+    fs::write(&exe, bytes).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = tmp.path().join("out");
+    let run = |exe: &Path| {
+        Command::new(exe)
+            .args(["build", "profiles/qemu.toml", "--json", "--out"])
+            .arg(&out)
+            .arg("--cache-dir")
+            .arg(&b.cache)
+            .current_dir(&b.ws)
+            .env_remove("BERTH_CACHE_DIR")
+            .output()
+            .unwrap()
+    };
+    let same = run(Path::new(env!("CARGO_BIN_EXE_berth")));
+    ok(&same, "build with the same berth");
+    let v: serde_json::Value = serde_json::from_slice(&same.stdout).unwrap();
+    assert_eq!(v["cached"], true, "the same builder reuses the cache");
+    let changed = run(&exe);
+    ok(&changed, "build with a changed berth");
+    let v: serde_json::Value = serde_json::from_slice(&changed.stdout).unwrap();
+    assert_eq!(
+        v["cached"], false,
+        "a changed builder must not reuse the cache"
+    );
+    assert_eq!(
+        sha256(&out.join("disk.raw")),
+        sha256(&b.out.join("disk.raw"))
+    );
+}
+
+/// Regression: `berth inspect | head -1` panicked on the closed pipe; it must exit 0 quietly.
+#[test]
+fn inspect_into_a_closed_pipe_exits_zero() {
+    let b = built();
+    let o2 = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "'{}' inspect profiles/qemu.toml --files --cache-dir '{}' | head -1; exit ${{PIPESTATUS[0]}}",
+            env!("CARGO_BIN_EXE_berth"),
+            b.cache.display()
+        ))
+        .current_dir(&b.ws)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o2.stderr);
+    assert_eq!(String::from_utf8_lossy(&o2.stdout).lines().count(), 1);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        o2.status.code(),
+        Some(0),
+        "berth's exit status; stderr: {err}"
+    );
+}
+
+/// Outputs are readable by others (a web server serving them runs as another user).
+#[test]
+fn outputs_are_0644_and_the_directory_0755() {
+    let b = built();
+    for f in berth::artifacts::output_names(&[]) {
+        let mode = fs::metadata(b.out.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{f}: {mode:o}");
+    }
+    let mode = fs::metadata(&b.out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755, "{}: {mode:o}", b.out.display());
+    let lock = fs::metadata(b.ws.join("profiles/qemu.lock"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(lock, 0o644, "the lock file: {lock:o}");
+}

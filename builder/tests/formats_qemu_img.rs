@@ -25,14 +25,7 @@ const MIB: u64 = 1 << 20;
 const SMALL_DISK: u64 = 64 * MIB + 4096;
 const MTIME: i64 = 1_700_000_000;
 
-/// The tool is there; otherwise a skip on a developer's machine and a failure under CI.
-fn have(tool: &str) -> bool {
-    let package = match tool {
-        "qemu-img" => "qemu-utils",
-        t => t,
-    };
-    common::require_tool(tool, package)
-}
+use common::have;
 
 /// Runs a tool (tests may use Command directly; library code goes through berth::util::cmd::Cmd).
 fn run(dir: &Path, args: &[&str]) -> (bool, String) {

@@ -18,17 +18,7 @@ use berth::disk::gpt::{self, DiskLayout, DiskSpec, Error, Guid, Slot, SECTOR};
 use berth::units::{Bytes, MIB};
 use sha2::{Digest, Sha256};
 
-fn have(tool: &str) -> bool {
-    let package = match tool {
-        "sgdisk" => "gdisk",
-        "sfdisk" => "fdisk",
-        "zstd" => "zstd",
-        "gzip" => "gzip",
-        "cpio" => "cpio",
-        _ => tool,
-    };
-    common::require_tool(tool, package)
-}
+use common::have;
 
 /// Runs a tool on the image; panics with its output if it fails.
 fn run(tool: &str, args: &[&str], image: &Path) -> String {

@@ -35,17 +35,7 @@ fn p(s: &str) -> ImagePath {
     ImagePath::new(s).unwrap()
 }
 
-fn have(tool: &str) -> bool {
-    let package = match tool {
-        "sgdisk" => "gdisk",
-        "sfdisk" => "fdisk",
-        "zstd" => "zstd",
-        "gzip" => "gzip",
-        "cpio" => "cpio",
-        _ => tool,
-    };
-    common::require_tool(tool, package)
-}
+use common::have;
 
 fn is_root() -> bool {
     fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)

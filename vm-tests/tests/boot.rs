@@ -217,6 +217,18 @@ fn corrupted_root_fails_loudly_instead_of_booting() {
     let mut g = Guest::start("corrupted-root", cfg).unwrap();
     let line = g.wait_for("is corrupted", READY_DIRECT).unwrap();
     assert!(line.contains("verity"), "{line}");
+    // restart_on_corruption: the kernel restarts the machine (so boot counting can fall back
+    // to the other slot). The guest runs with -no-reboot, so QEMU then exits: a table with
+    // ignore_corruption (or none) would go on booting and time out here instead.
+    let restart = g
+        .wait_for("Restarting system", Duration::from_secs(60))
+        .unwrap();
+    assert!(
+        restart.contains("dm-verity"),
+        "restarted for another reason: {restart}"
+    );
+    g.wait_exit(Duration::from_secs(60))
+        .expect("QEMU exits when the corrupted guest restarts (-no-reboot)");
     assert!(
         !g.console().contains("berth: ready"),
         "came up as if nothing happened"

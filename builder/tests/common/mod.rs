@@ -35,6 +35,23 @@ pub fn require_tool(tool: &str, package: &str) -> bool {
     )
 }
 
+/// [`require_tool`] with the Debian package that ships `tool`.
+pub fn have(tool: &str) -> bool {
+    let package = match tool {
+        "sgdisk" => "gdisk",
+        "sfdisk" => "fdisk",
+        "qemu-img" => "qemu-utils",
+        "e2fsck" | "debugfs" | "dumpe2fs" | "resize2fs" => "e2fsprogs",
+        "fsck.fat" => "dosfstools",
+        "mcopy" | "mdir" => "mtools",
+        "veritysetup" => "cryptsetup-bin",
+        "dpkg-deb" => "dpkg",
+        "apt-get" => "apt",
+        t => t,
+    };
+    require_tool(tool, package)
+}
+
 /// True when `present`. Otherwise false with a SKIP line, or (under CI) a panic saying what is
 /// missing and how to get it.
 pub fn require(present: bool, what: &str, hint: &str) -> bool {
