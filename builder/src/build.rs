@@ -14,7 +14,7 @@ use crate::root::init::{self, Init};
 use crate::units::Bytes;
 use crate::util::output::Staging;
 use crate::util::printer::Printer;
-use crate::{boot, cache, disk, fetch, root};
+use crate::{boot, cache, disk, fetch, outdir, root};
 
 pub struct BuildOptions {
     pub profile: PathBuf,
@@ -35,11 +35,6 @@ pub struct BuildResult {
     pub roothash: String,
 }
 
-/// The default output directory: `out/<image name>/` in the current directory.
-pub fn default_out(profile: &Profile) -> PathBuf {
-    PathBuf::from("out").join(&profile.image.name)
-}
-
 pub fn build(opts: &BuildOptions, p: &Printer) -> Result<BuildResult> {
     let profile = load_profile(&opts.profile, p)?;
     let lock = fetch::lock_for(&profile, &opts.cache_dir, p)?;
@@ -52,8 +47,13 @@ pub fn build(opts: &BuildOptions, p: &Printer) -> Result<BuildResult> {
         formats: &formats,
         builder: &cache::builder_digest()?,
     })?;
-    let names = artifacts::output_names(&formats);
-    let out = Staging::new(&opts.out.clone().unwrap_or_else(|| default_out(&profile)))?;
+    let names = outdir::output_names(&formats);
+    let out = Staging::new(
+        &opts
+            .out
+            .clone()
+            .unwrap_or_else(|| outdir::default_out(&profile)),
+    )?;
     if !opts.no_cache {
         if let Some(m) = cache::reuse(&opts.cache_dir, &key, &names, out.path(), p)? {
             return commit(out, &names, &m, true);
@@ -123,7 +123,7 @@ fn finish(
     out: &Path,
     record: BuildManifest,
     names: &[&str],
-    known: Vec<artifacts::FileSum>,
+    known: Vec<outdir::FileSum>,
     p: &Printer,
 ) -> Result<BuildManifest> {
     let step = p.step("manifest.json");

@@ -14,9 +14,10 @@ use std::sync::OnceLock;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::artifacts::{BuildManifest, MANIFEST};
+use crate::artifacts::BuildManifest;
 use crate::fetch::lock::Lock;
 use crate::formats::Format;
+use crate::outdir::MANIFEST;
 use crate::profile::{self, Profile};
 use crate::util::printer::Printer;
 use crate::util::sparse;

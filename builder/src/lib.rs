@@ -11,7 +11,8 @@
 //! - [`boot`]: initramfs and ESP contents;
 //! - [`disk`]: the GPT disk image;
 //! - [`formats`]: formats derived from `disk.raw`;
-//! - [`artifacts`]: file names, the typed `manifest.json`, SHA256SUMS;
+//! - [`outdir`]: the output directory's file names and SHA-256 sums;
+//! - [`artifacts`]: the typed `manifest.json` and the last stage that writes it;
 //! - [`cache`]: the build cache's key, reuse and store;
 //! - [`run`]: booting images in QEMU; [`publish`]: box catalogs;
 //! - [`util`]: the subprocess door, printer, sizes, digests, sparse copies, staging.
@@ -27,6 +28,7 @@ pub mod fetch;
 pub mod formats;
 pub mod fsimage;
 pub mod inspect;
+pub mod outdir;
 pub mod profile;
 pub mod publish;
 pub mod root;

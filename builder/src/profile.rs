@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::root::manifest::ImagePath;
+use crate::fsimage::manifest::ImagePath;
 use crate::units::Bytes;
 
 /// The profile format this berth reads. Bumped when a key changes meaning.

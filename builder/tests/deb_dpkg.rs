@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use berth::fetch::deb::{self, Deb};
-use berth::root::manifest::{ImagePath, Kind};
+use berth::fsimage::manifest::{ImagePath, Kind};
 
 fn ip(s: &str) -> ImagePath {
     ImagePath::new(s).unwrap()

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use berth::fsimage::ext4::{self, Ext4Options};
-use berth::root::manifest::{Entry, ImagePath, Kind, Manifest};
+use berth::fsimage::manifest::{Entry, ImagePath, Kind, Manifest};
 
 const T: i64 = 1_700_000_000;
 

@@ -353,9 +353,9 @@ fn check_boxes(dir: &Path, size: u64) {
 }
 
 fn check_sums(dir: &Path, files: &[&str]) {
-    let sums = berth::artifacts::hash_all(dir, files).unwrap();
+    let sums = berth::outdir::hash_all(dir, files).unwrap();
     assert_eq!(sums.len(), files.len());
-    berth::artifacts::write_sha256sums(dir, &sums).unwrap();
+    berth::outdir::write_sha256sums(dir, &sums).unwrap();
     let text = must(dir, &["sha256sum", "-c", "SHA256SUMS"]);
     assert_eq!(text.matches(": OK").count(), files.len(), "{text}");
 }

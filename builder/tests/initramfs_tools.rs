@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth::fsimage::cpio::{self, Compression};
-use berth::root::manifest::{Entry, ImagePath, Kind, Manifest};
+use berth::fsimage::manifest::{Entry, ImagePath, Kind, Manifest};
 use berth::root::oci::{self, OciImage};
 use serde_json::Value;
 use sha2::{Digest, Sha256};

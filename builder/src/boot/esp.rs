@@ -9,8 +9,8 @@ use berth_contract::paths;
 use berth_contract::{BootArgs, BootEntry, EntryName, Guid, Slot};
 
 use crate::fsimage::fat::FatFile;
+use crate::fsimage::manifest::{Entry, ImagePath, Kind};
 use crate::profile::Profile;
-use crate::root::manifest::{Entry, ImagePath, Kind};
 
 /// Where systemd-boot-efi ships the loader.
 const SYSTEMD_BOOT_EFI: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";

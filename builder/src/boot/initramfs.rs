@@ -1,49 +1,13 @@
-//! The initramfs stage: berth-init as `/init` and the kernel modules the boot needs, and the
-//! module lists (`/etc/berth/modules`) both stages load.
+//! The initramfs: berth-init as `/init` and the kernel modules the boot needs, in load order.
 
 use anyhow::{Context, Result};
 use berth_contract::paths::{INITRD_RELEASE, MODULE_LIST};
 
 use crate::fsimage::cpio;
+use crate::fsimage::manifest::{Entry, ImagePath, Manifest};
 use crate::profile::Profile;
-use crate::root::kmod;
-use crate::root::manifest::{Entry, ImagePath, Manifest};
+use crate::root::kmod::{self, lines, module_dir};
 use crate::root::rootfs::RootfsManifest;
-
-fn module_dir(kver: &str) -> Result<ImagePath> {
-    ImagePath::new(&format!("/usr/lib/modules/{kver}"))
-}
-
-/// Adds `/etc/berth/modules` (what the main stage loads) and a depmod-style `modules.dep` to the
-/// root, so berth-init and later `modprobe`-like loads find dependencies without depmod.
-pub fn add_module_files(profile: &Profile, rootfs: &mut RootfsManifest) -> Result<()> {
-    let kver = rootfs.kernel.version.clone();
-    let sde = profile.image.source_date_epoch;
-    let idx = kmod::index(&rootfs.manifest, &kver)?;
-    let wanted: Vec<&str> = profile
-        .kernel
-        .load_modules
-        .iter()
-        .map(String::as_str)
-        .collect();
-    let order = idx
-        .load_order(&wanted)
-        .with_context(|| format!("{}: key `kernel.load-modules`", profile.path.display()))?;
-    let dir = module_dir(&kver)?;
-    rootfs.manifest.insert(
-        dir.join("modules.dep")?,
-        Entry::file(idx.modules_dep(), 0o644, sde),
-    )?;
-    rootfs.manifest.insert(
-        ImagePath::new(MODULE_LIST)?,
-        Entry::file(lines(&order), 0o644, sde),
-    )?;
-    Ok(())
-}
-
-fn lines(items: &[String]) -> String {
-    items.iter().map(|l| format!("{l}\n")).collect()
-}
 
 /// The initramfs: berth-init as `/init`, the modules the boot needs (with dependencies, in load
 /// order), and the mount points. zstd-compressed cpio, reproducible.

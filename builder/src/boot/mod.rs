@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use crate::artifacts::{FileSum, INITRD, VMLINUZ};
 use crate::fetch::Packages;
+use crate::fsimage::manifest::Kind;
+use crate::outdir::{FileSum, INITRD, VMLINUZ};
 use crate::profile::Profile;
 use crate::root::init::Init;
-use crate::root::manifest::Kind;
 use crate::root::rootfs::RootfsManifest;
 use crate::units::Bytes;
 use crate::util::printer::Printer;

@@ -11,13 +11,13 @@ use anyhow::{bail, Context, Result};
 
 use berth_contract::{BootArgs, EntryName};
 
-use crate::artifacts::DISK;
 use crate::boot::{esp, BootFiles};
 use crate::fsimage::fat::{self, FatFile, FatOptions};
+use crate::fsimage::manifest::Manifest;
 use crate::fsimage::{ext4, verity};
+use crate::outdir::DISK;
 use crate::profile::Profile;
 use crate::root::image::{RootImage, Verity};
-use crate::root::manifest::Manifest;
 use crate::units::{Bytes, MIB};
 use crate::util::digest::derive16;
 use crate::util::printer::Printer;

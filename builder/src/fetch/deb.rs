@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use tar::EntryType;
 
-use crate::root::manifest::{Entry, ImagePath, Kind};
+use crate::fsimage::manifest::{Entry, ImagePath, Kind};
 
 /// One deb822 stanza (a package's `control` file, one paragraph of a `Packages` index), fields
 /// in file order.

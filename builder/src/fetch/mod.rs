@@ -13,8 +13,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use crate::fsimage::manifest::{Entry, ImagePath};
 use crate::profile::Profile;
-use crate::root::rootfs::PackageData;
 use crate::units::Bytes;
 use crate::util::printer::Printer;
 use apt::Apt;
@@ -50,6 +50,13 @@ pub fn resolve_lock(profile: &Profile, cache_dir: &Path) -> Result<Lock> {
 fn make_apt(profile: &Profile, cache_dir: &Path) -> Result<Apt> {
     let sources = apt::sources_for(&profile.debian, &apt::host_sources())?;
     Apt::new(cache_dir, &sources)
+}
+
+/// One package's data, already read from its .deb.
+pub struct PackageData {
+    pub name: String,
+    pub version: String,
+    pub entries: Vec<(ImagePath, Entry)>,
 }
 
 /// The packages of a build, read, by the role the lock gives them.

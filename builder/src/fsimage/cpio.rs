@@ -14,7 +14,7 @@ use std::io::Write;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::root::manifest::{ImagePath, Kind, Manifest};
+use crate::fsimage::manifest::{ImagePath, Kind, Manifest};
 
 /// The newc magic (no checksums; `070702` would add a sum of the data bytes).
 const MAGIC: &[u8; 6] = b"070701";
@@ -228,7 +228,7 @@ fn write_entry<W: Write>(out: &mut W, h: &Header, name: &str, data: &[u8]) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::root::manifest::Entry;
+    use crate::fsimage::manifest::Entry;
     use std::io::Read;
 
     fn p(s: &str) -> ImagePath {

@@ -4,4 +4,5 @@
 pub mod cpio;
 pub mod ext4;
 pub mod fat;
+pub mod manifest;
 pub mod verity;

@@ -4,8 +4,8 @@
 
 use anyhow::{bail, Context, Result};
 
+use crate::fsimage::manifest::{Entry, ImagePath, Kind, Manifest};
 use crate::profile::{Container, Profile};
-use crate::root::manifest::{Entry, ImagePath, Kind, Manifest};
 use crate::root::oci::{self, OciImage};
 use crate::root::rootfs::{usrmerge, PackageData, RootfsManifest};
 

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::artifacts::{FileSum, ROOT_IMAGE, ROOT_VERITY};
+use crate::fsimage::manifest::{Kind, Manifest};
 use crate::fsimage::{ext4, verity};
+use crate::outdir::{FileSum, ROOT_IMAGE, ROOT_VERITY};
 use crate::profile::Profile;
-use crate::root::manifest::{Kind, Manifest};
 use crate::root::rootfs::RootfsManifest;
 use crate::units::Bytes;
 use crate::util::digest::{derive16, sha256_file};

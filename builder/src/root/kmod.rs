@@ -18,7 +18,11 @@ use std::io::Read;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::root::manifest::{ImagePath, Kind, Manifest};
+use berth_contract::paths::MODULE_LIST;
+
+use crate::fsimage::manifest::{Entry, ImagePath, Kind, Manifest};
+use crate::profile::Profile;
+use crate::root::rootfs::RootfsManifest;
 
 /// File name endings of kernel modules, compressed or not.
 const MODULE_SUFFIXES: &[&str] = &[".ko", ".ko.xz", ".ko.zst", ".ko.gz"];
@@ -530,10 +534,46 @@ pub fn modinfo(elf: &[u8]) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// `/usr/lib/modules/<kver>` in the image.
+pub fn module_dir(kver: &str) -> Result<ImagePath> {
+    ImagePath::new(&format!("/usr/lib/modules/{kver}"))
+}
+
+/// Adds `/etc/berth/modules` (what the main stage loads) and a depmod-style `modules.dep` to the
+/// root, so berth-init and later `modprobe`-like loads find dependencies without depmod.
+pub fn add_module_files(profile: &Profile, rootfs: &mut RootfsManifest) -> Result<()> {
+    let kver = rootfs.kernel.version.clone();
+    let sde = profile.image.source_date_epoch;
+    let idx = index(&rootfs.manifest, &kver)?;
+    let wanted: Vec<&str> = profile
+        .kernel
+        .load_modules
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let order = idx
+        .load_order(&wanted)
+        .with_context(|| format!("{}: key `kernel.load-modules`", profile.path.display()))?;
+    let dir = module_dir(&kver)?;
+    rootfs.manifest.insert(
+        dir.join("modules.dep")?,
+        Entry::file(idx.modules_dep(), 0o644, sde),
+    )?;
+    rootfs.manifest.insert(
+        ImagePath::new(MODULE_LIST)?,
+        Entry::file(lines(&order), 0o644, sde),
+    )?;
+    Ok(())
+}
+
+pub fn lines(items: &[String]) -> String {
+    items.iter().map(|l| format!("{l}\n")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::root::manifest::Entry;
+    use crate::fsimage::manifest::Entry;
 
     /// A minimal ELF64 relocatable file: header, a `.modinfo` section, the name table and three
     /// section headers (null, .modinfo, .shstrtab).

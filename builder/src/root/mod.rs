@@ -8,7 +8,6 @@ pub mod elf;
 pub mod image;
 pub mod init;
 pub mod kmod;
-pub mod manifest;
 pub mod oci;
 pub mod rootfs;
 
@@ -44,7 +43,7 @@ pub fn assemble(
             )
         })?;
     let mut rootfs = rootfs::assemble(profile, kernel_pkg, &packages.runtime, &init.bytes)?;
-    crate::boot::initramfs::add_module_files(profile, &mut rootfs)?;
+    kmod::add_module_files(profile, &mut rootfs)?;
     containers::add_containers(profile, &packages.image, &mut rootfs)?;
     step.done(&format!(
         "{} entries, {} of files, kernel {}",

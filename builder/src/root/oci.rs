@@ -24,7 +24,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::root::manifest::{Entry, ImagePath, Kind, Manifest};
+use crate::fsimage::manifest::{Entry, ImagePath, Kind, Manifest};
 
 pub const MEDIA_TYPE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

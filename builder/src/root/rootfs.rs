@@ -17,9 +17,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+pub use crate::fetch::PackageData;
+use crate::fsimage::manifest::{Entry, ImagePath, Kind, Manifest};
 use crate::profile::{FileSource, Profile};
 use crate::root::elf;
-use crate::root::manifest::{Entry, ImagePath, Kind, Manifest};
 
 /// Directories every image has, with their modes. `/var` is where the state partition is
 /// mounted; `/proc`, `/sys`, `/dev`, `/run`, `/tmp` are mount points for API filesystems.
@@ -98,13 +99,6 @@ pub struct RootfsManifest {
     pub selected: BTreeMap<ImagePath, String>,
 }
 
-/// One package's data, already read from its .deb.
-pub struct PackageData {
-    pub name: String,
-    pub version: String,
-    pub entries: Vec<(ImagePath, Entry)>,
-}
-
 /// Moves `/lib/...` to `/usr/lib/...` and so on.
 pub fn usrmerge(p: &ImagePath) -> ImagePath {
     let s = p.as_str();
@@ -176,7 +170,7 @@ fn chain(sys: &Manifest, path: &ImagePath) -> Option<Vec<(ImagePath, Entry)>> {
                     format!("{parent}/{t}")
                 };
                 hops.push((here, entry.clone()));
-                cur = usrmerge(&crate::root::manifest::normalize_dotdot(&next)?);
+                cur = usrmerge(&crate::fsimage::manifest::normalize_dotdot(&next)?);
             }
             Kind::Hardlink(t) => {
                 let data = match sys.get(t).map(|e| &e.kind) {

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::artifacts::{BuildManifest, DISK, INITRD, MANIFEST, VMLINUZ};
-use crate::build;
+use crate::artifacts::BuildManifest;
 use crate::disk::gpt;
+use crate::outdir::{DISK, INITRD, MANIFEST, VMLINUZ};
 pub mod qemu;
 
 use qemu::{Boot, DiskFormat};
@@ -23,7 +23,7 @@ pub struct Target {
 pub fn resolve(arg: &Path) -> Result<Target> {
     let dir = if arg.extension().is_some_and(|e| e == "toml") {
         let p = crate::profile::load(arg)?;
-        let d = build::default_out(&p);
+        let d = crate::outdir::default_out(&p);
         if !d.join(DISK).is_file() {
             bail!(
                 "{} has not been built yet ({} does not exist): run `berth build {}` first",

@@ -34,7 +34,7 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::ProgressBar;
 
-use crate::root::manifest::Manifest;
+use crate::fsimage::manifest::Manifest;
 use layout::BLOCK_SIZE;
 
 /// How to build the filesystem.
@@ -215,7 +215,7 @@ mod tests {
     use std::io::Cursor;
 
     use super::*;
-    use crate::root::manifest::{Entry, ImagePath};
+    use crate::fsimage::manifest::{Entry, ImagePath};
 
     fn opts(size: u64, journal: bool) -> Ext4Options {
         Ext4Options {

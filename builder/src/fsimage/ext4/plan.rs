@@ -11,7 +11,7 @@ use super::extent::{self, Extent};
 use super::inode;
 use super::layout::{self, Layout, Shortfall, BLOCK_SIZE};
 use super::xattr::{self, Attr, Placement};
-use crate::root::manifest::{ImagePath, Kind, Manifest};
+use crate::fsimage::manifest::{ImagePath, Kind, Manifest};
 
 pub const ROOT_INO: u32 = 2;
 pub const JOURNAL_INO: u32 = 8;
@@ -442,7 +442,7 @@ pub fn allocate(a: &Analysis<'_>, image_blocks: u64) -> Result<Allocation, Short
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::root::manifest::Entry;
+    use crate::fsimage::manifest::Entry;
 
     fn p(s: &str) -> ImagePath {
         ImagePath::new(s).unwrap()
