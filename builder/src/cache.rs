@@ -212,8 +212,8 @@ mod tests {
             let d = dir.path();
             fs::create_dir_all(d.join("overlays/extra/etc")).unwrap();
             fs::write(d.join("overlays/extra/etc/motd"), "hi\n").unwrap();
-            fs::write(d.join("motd.src"), "from source\n").unwrap();
             fs::create_dir_all(d.join("profiles")).unwrap();
+            fs::write(d.join("profiles/motd.src"), "from source\n").unwrap();
             Fixture { dir }
         }
 
@@ -223,7 +223,7 @@ mod tests {
                 &p,
                 format!(
                     "schema = 1\noverlays = [\"extra\"]\n[image]\nname = \"t\"\nversion = \"{version}\"\nsource-date-epoch = 1\n\
-                     [[files]]\npath = \"/etc/issue\"\nsource = \"../motd.src\"\n"
+                     [[files]]\npath = \"/etc/issue\"\nsource = \"motd.src\"\n"
                 ),
             )
             .unwrap();
@@ -279,9 +279,9 @@ mod tests {
         changed.push(("overlay mode", key_of(&p, b"init", &[], &[0; 32])));
         fs::set_permissions(&motd, fs::Permissions::from_mode(0o644)).unwrap();
         // A [[files]] source's content.
-        fs::write(fx.path("motd.src"), "from source!\n").unwrap();
+        fs::write(fx.path("profiles/motd.src"), "from source!\n").unwrap();
         changed.push(("file source", key_of(&p, b"init", &[], &[0; 32])));
-        fs::write(fx.path("motd.src"), "from source\n").unwrap();
+        fs::write(fx.path("profiles/motd.src"), "from source\n").unwrap();
         // The init's bytes, the formats, the builder.
         changed.push(("init byte", key_of(&p, b"inIt", &[], &[0; 32])));
         changed.push((

@@ -312,7 +312,7 @@ struct RawInit {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawFile {
-    path: AbsPath,
+    path: toml::Spanned<AbsPath>,
     source: Option<String>,
     content: Option<String>,
     symlink: Option<String>,
@@ -469,6 +469,8 @@ impl<'de> Deserialize<'de> for Epoch {
 /// One parsed file and where it is, so relative paths in it resolve against its directory.
 struct Layer {
     path: PathBuf,
+    /// The file's text, for `file:line:col` in errors found after parsing.
+    text: String,
     raw: RawProfile,
 }
 
@@ -490,7 +492,7 @@ pub fn load(path: &Path) -> Result<Profile> {
                 p.display()
             );
         }
-        let raw = parse_file(&p)?;
+        let (raw, text) = parse_file(&p)?;
         if let Some(ext) = &raw.extends {
             let dir = p.parent().unwrap_or(Path::new("."));
             let target = dir.join(ext);
@@ -503,12 +505,12 @@ pub fn load(path: &Path) -> Result<Profile> {
             }
             next = Some(target);
         }
-        layers.push(Layer { path: p, raw });
+        layers.push(Layer { path: p, text, raw });
     }
     validate(path, layers)
 }
 
-fn parse_file(path: &Path) -> Result<RawProfile> {
+fn parse_file(path: &Path) -> Result<(RawProfile, String)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading profile {}", path.display()))?;
     let raw: RawProfile = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
@@ -523,7 +525,7 @@ fn parse_file(path: &Path) -> Result<RawProfile> {
             path.display()
         ),
     }
-    Ok(raw)
+    Ok((raw, text))
 }
 
 /// Formats a TOML error as `file:line:column: message` (the compiler convention editors jump to).
@@ -544,6 +546,57 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
+}
+
+/// `path` resolved (symlinks too) if it lies inside `root`; an error naming the profile and the
+/// key otherwise, so that nothing from elsewhere on the host (`/etc/shadow`, `../../..`) can
+/// end up in an image.
+fn inside(profile: &Path, key: &str, path: &Path, root: &Path) -> Result<PathBuf> {
+    let real = path
+        .canonicalize()
+        .with_context(|| format!("{}: {key} {}", profile.display(), path.display()))?;
+    let root_real = root
+        .canonicalize()
+        .with_context(|| format!("{}: {key}: {}", profile.display(), root.display()))?;
+    if !real.starts_with(&root_real) {
+        bail!(
+            "{}: {key} {} is outside {}: sources must lie inside the profile's directory (symlinks are followed)",
+            profile.display(),
+            path.display(),
+            root_real.display()
+        );
+    }
+    Ok(real)
+}
+
+/// An overlay is a plain name: the tree `overlays/<name>/` beside the profiles directory.
+fn overlay_dir(profile: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && !name.starts_with('.');
+    if !plain {
+        bail!(
+            "{}: key `overlays`: {name:?} is not an overlay name: give the name of a directory under overlays/ (like \"base\"), not a path",
+            profile.display()
+        );
+    }
+    let root = dir.join("..").join("overlays");
+    let path = root.join(name);
+    if !path.is_dir() {
+        bail!(
+            "{}: key `overlays`: overlay {name:?} not found at {} (overlays are the directories under overlays/ beside the profiles directory)",
+            profile.display(),
+            path.display()
+        );
+    }
+    inside(
+        profile,
+        &format!("key `overlays`: overlay {name:?}"),
+        &path,
+        &root,
+    )
 }
 
 /// Merges the chain (first layer wins) and checks what only the whole can tell.
@@ -619,23 +672,25 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
         // Overlays and files accumulate: a profile adds to its base, it cannot silently drop
         // what the base put in (it can still override single paths, which apply later).
         for name in raw.overlays.unwrap_or_default() {
-            let path = if name.contains('/') {
-                dir.join(&name)
-            } else {
-                dir.join("..").join("overlays").join(&name)
-            };
-            if !path.is_dir() {
-                bail!(
-                    "{}: key `overlays`: overlay {name:?} not found at {} (a bare name means overlays/<name>/ beside the profiles directory; a path is relative to the profile)",
-                    layer.path.display(),
-                    path.display()
-                );
-            }
+            let path = overlay_dir(&layer.path, &dir, &name)?;
             if !overlays.iter().any(|o| o.path == path) {
                 overlays.push(Overlay { name, path });
             }
         }
+        let mut seen: Vec<(ImagePath, (usize, usize))> = Vec::new();
         for f in raw.files.unwrap_or_default() {
+            let at = line_col(&layer.text, f.path.span().start);
+            let path = f.path.get_ref().0.clone();
+            if let Some((_, first)) = seen.iter().find(|(p, _)| *p == path) {
+                bail!(
+                    "{}:{}:{}: [[files]] entry for {path} repeats the one at line {}: give each path once (a profile that `extends` this one may override it)",
+                    layer.path.display(),
+                    at.0,
+                    at.1,
+                    first.0
+                );
+            }
+            seen.push((path, at));
             files.push(validate_file(&layer.path, &dir, f)?);
         }
         if let Some(d) = raw.disk {
@@ -792,7 +847,7 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
 }
 
 fn validate_file(profile: &Path, dir: &Path, f: RawFile) -> Result<FileSpec> {
-    let path = f.path.0;
+    let path = f.path.into_inner().0;
     let kinds = [
         f.source.is_some(),
         f.content.is_some(),
@@ -817,7 +872,12 @@ fn validate_file(profile: &Path, dir: &Path, f: RawFile) -> Result<FileSpec> {
                 src.display()
             );
         }
-        FileSource::Source(src)
+        FileSource::Source(inside(
+            profile,
+            &format!("[[files]] entry for {path}: source"),
+            &src,
+            dir,
+        )?)
     } else if let Some(c) = f.content {
         FileSource::Content(c)
     } else if let Some(t) = f.symlink {
@@ -997,6 +1057,77 @@ source-date-epoch = 1700000000
             .to_string();
         assert!(
             e.contains("overlay \"ghost\" not found") && e.contains("overlays/ghost"),
+            "{e}"
+        );
+    }
+
+    /// Regression (host files leaking into the image): an overlay named like a path, or a
+    /// `[[files]]` source outside the profile's directory (directly, by `..`, or through a
+    /// symlink), is an error naming the key; nothing is read from there.
+    #[test]
+    fn overlays_and_sources_cannot_escape() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("overlays/base")).unwrap();
+        std::fs::create_dir_all(d.path().join("profiles")).unwrap();
+        for name in ["../../../etc", "/etc", "..", ".", "", "a/b", ".hidden"] {
+            let text = format!("overlays = [{name:?}]\n{MINIMAL}");
+            let p = write(&d.path().join("profiles"), "p.toml", &text);
+            let e = format!("{:#}", load(&p).unwrap_err());
+            assert!(e.contains("key `overlays`"), "{name:?}: {e}");
+        }
+        // An overlay that is a symlink to a host directory.
+        std::os::unix::fs::symlink("/etc", d.path().join("overlays/sneaky")).unwrap();
+        let p = write(
+            &d.path().join("profiles"),
+            "p.toml",
+            &format!("overlays = [\"sneaky\"]\n{MINIMAL}"),
+        );
+        let e = format!("{:#}", load(&p).unwrap_err());
+        assert!(e.contains("outside") && e.contains("overlays"), "{e}");
+        // Sources.
+        std::os::unix::fs::symlink("/etc/hostname", d.path().join("profiles/link")).unwrap();
+        std::fs::write(d.path().join("outside"), "x").unwrap();
+        for src in [
+            "/etc/hostname",
+            "../outside",
+            "../../../../etc/hostname",
+            "link",
+        ] {
+            let text = format!("{MINIMAL}\n[[files]]\npath = \"/etc/x\"\nsource = {src:?}\n");
+            let p = write(&d.path().join("profiles"), "p.toml", &text);
+            let e = format!("{:#}", load(&p).unwrap_err());
+            assert!(
+                e.contains("[[files]] entry for /etc/x: source") && e.contains("outside"),
+                "{src}: {e}"
+            );
+        }
+        // Inside is fine, and the overlay name still works.
+        std::fs::write(d.path().join("profiles/motd"), "hi").unwrap();
+        let text = format!("overlays = [\"base\"]\n{MINIMAL}\n[[files]]\npath = \"/etc/motd\"\nsource = \"motd\"\n");
+        let p = load(&write(&d.path().join("profiles"), "p.toml", &text)).unwrap();
+        assert_eq!(p.overlays.len(), 1);
+    }
+
+    /// Regression: two `[[files]]` entries for one path in one profile silently kept the last.
+    #[test]
+    fn duplicate_file_paths_name_both_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{MINIMAL}\n[[files]]\npath = \"/etc/motd\"\ncontent = \"a\"\n\n[[files]]\npath = \"/etc/motd\"\ncontent = \"b\"\n"
+        );
+        let first = text.lines().position(|l| l.contains("/etc/motd")).unwrap() + 1;
+        let second = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains("/etc/motd"))
+            .last()
+            .unwrap()
+            .0
+            + 1;
+        let p = write(d.path(), "p.toml", &text);
+        let e = format!("{:#}", load(&p).unwrap_err());
+        assert!(
+            e.contains(&format!("p.toml:{second}:")) && e.contains(&format!("line {first}")),
             "{e}"
         );
     }

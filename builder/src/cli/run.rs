@@ -52,7 +52,9 @@ fn parse_forward(s: &str) -> Result<(u16, u16), String> {
         .ok_or_else(|| format!("{s:?}: expected HOST:GUEST ports, like 8080:80"))?;
     let port = |p: &str| {
         p.parse::<u16>()
-            .map_err(|_| format!("{s:?}: {p:?} is not a port number (1-65535)"))
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("{s:?}: {p:?} is not a port number (1-65535)"))
     };
     Ok((port(h)?, port(g)?))
 }

@@ -171,7 +171,48 @@ fn ovmf() -> Result<(PathBuf, PathBuf)> {
 }
 
 /// The QEMU command for `cfg`. `work` is a directory for the firmware's writable variable store.
+/// Less memory than this and the kernel, containerd and the initramfs do not fit.
+pub const MIN_MEMORY_MIB: u32 = 128;
+/// QEMU's q35 machine takes at most this many vCPUs without extra options.
+pub const MAX_CPUS: u32 = 255;
+
+/// A path as a value inside a QEMU option string (`file=…,format=…`): QEMU's option parser
+/// splits at commas and reads `,,` as a literal comma, so commas are doubled; otherwise a
+/// path like `log,file=/etc/x` would inject options.
+pub fn opt_path(p: &Path) -> Result<String> {
+    let s = p.to_str().with_context(|| {
+        format!(
+            "{} is not valid UTF-8, which QEMU options cannot carry",
+            p.display()
+        )
+    })?;
+    if s.contains('\n') {
+        bail!("{s:?} contains a newline, which QEMU options cannot carry");
+    }
+    Ok(s.replace(',', ",,"))
+}
+
+/// Checks the numbers a user gives before QEMU sees them.
+fn check_config(cfg: &VmConfig) -> Result<()> {
+    if cfg.memory_mib < MIN_MEMORY_MIB {
+        bail!(
+            "--memory {}: a berth guest needs at least {MIN_MEMORY_MIB} MiB",
+            cfg.memory_mib
+        );
+    }
+    if !(1..=MAX_CPUS).contains(&cfg.cpus) {
+        bail!("--cpus {}: give 1 to {MAX_CPUS}", cfg.cpus);
+    }
+    for (host, guest) in &cfg.forwards {
+        if *host == 0 || *guest == 0 {
+            bail!("--forward {host}:{guest}: ports are 1-65535");
+        }
+    }
+    Ok(())
+}
+
 pub fn command(cfg: &VmConfig, work: &Path) -> Result<Command> {
+    check_config(cfg)?;
     let qemu = check_host(&cfg.boot)?;
     let mut c = Command::new(qemu);
     c.args([
@@ -202,11 +243,11 @@ pub fn command(cfg: &VmConfig, work: &Path) -> Result<Command> {
                 .with_context(|| format!("copying {} to {}", vars.display(), my_vars.display()))?;
             c.arg("-drive").arg(format!(
                 "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                code.display()
+                opt_path(&code)?
             ));
             c.arg("-drive").arg(format!(
                 "if=pflash,format=raw,unit=1,file={}",
-                my_vars.display()
+                opt_path(&my_vars)?
             ));
         }
         Boot::Direct {
@@ -222,15 +263,9 @@ pub fn command(cfg: &VmConfig, work: &Path) -> Result<Command> {
                 .arg(cmdline);
         }
     }
-    if cfg.disk.to_string_lossy().contains(',') {
-        bail!(
-            "disk path {} contains a comma, which QEMU's -drive cannot take",
-            cfg.disk.display()
-        );
-    }
     let drive = format!(
         "file={},format={},snapshot={},cache=unsafe",
-        cfg.disk.display(),
+        opt_path(&cfg.disk)?,
         cfg.format.name(),
         if cfg.persist { "off" } else { "on" }
     );
@@ -250,13 +285,13 @@ pub fn command(cfg: &VmConfig, work: &Path) -> Result<Command> {
     match (&cfg.console_file, &cfg.console_log) {
         (Some(f), _) => {
             c.arg("-chardev")
-                .arg(format!("file,id=con,path={}", f.display()));
+                .arg(format!("file,id=con,path={}", opt_path(f)?));
             c.args(["-serial", "chardev:con", "-monitor", "none"]);
         }
         (None, Some(log)) => {
             c.arg("-chardev").arg(format!(
                 "stdio,id=con,mux=on,signal=on,logfile={}",
-                log.display()
+                opt_path(log)?
             ));
             c.args([
                 "-serial",
@@ -285,6 +320,67 @@ pub fn command(cfg: &VmConfig, work: &Path) -> Result<Command> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn direct_cfg(dir: &Path, disk_name: &str) -> VmConfig {
+        let disk = dir.join(disk_name);
+        fs::write(&disk, vec![0u8; 4096]).unwrap();
+        let mut cfg = VmConfig::new(&disk).unwrap();
+        cfg.boot = Boot::Direct {
+            kernel: "k".into(),
+            initrd: "i".into(),
+            cmdline: "c".into(),
+        };
+        cfg
+    }
+
+    /// Regression (option injection): a comma in a path berth puts into a QEMU option is
+    /// doubled, so QEMU reads it as part of the path.
+    #[test]
+    fn commas_in_paths_are_escaped_not_parsed() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = direct_cfg(d.path(), "disk,file=x.raw");
+        cfg.console_log = Some(d.path().join("log,logfile=/etc/x"));
+        if let Err(e) = check_host(&cfg.boot) {
+            // No QEMU on a developer's machine: skip. CI installs it (ci/install-deps).
+            assert!(std::env::var_os("CI").is_none(), "{e:#}");
+            return;
+        }
+        let c = command(&cfg, d.path()).unwrap();
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let drive = args.iter().find(|a| a.starts_with("file=")).unwrap();
+        assert!(drive.contains("disk,,file=x.raw,format="), "{drive}");
+        let chardev = args.iter().find(|a| a.contains("logfile=")).unwrap();
+        assert!(chardev.ends_with("log,,logfile=/etc/x"), "{chardev}");
+        assert_eq!(opt_path(Path::new("a,b,,c")).unwrap(), "a,,b,,,,c");
+        assert!(opt_path(Path::new("a\nb")).is_err());
+    }
+
+    /// Regression: `--memory 0`, `--cpus 0` and port 0 went to QEMU unchecked.
+    #[test]
+    fn numbers_are_checked_before_qemu_starts() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = direct_cfg(d.path(), "disk.raw");
+        cfg.memory_mib = 0;
+        assert!(command(&cfg, d.path())
+            .unwrap_err()
+            .to_string()
+            .contains("--memory 0"));
+        cfg.memory_mib = 512;
+        cfg.cpus = 0;
+        assert!(command(&cfg, d.path())
+            .unwrap_err()
+            .to_string()
+            .contains("--cpus 0"));
+        cfg.cpus = 1;
+        cfg.forwards = vec![(0, 80)];
+        assert!(command(&cfg, d.path())
+            .unwrap_err()
+            .to_string()
+            .contains("--forward 0:80"));
+    }
 
     #[test]
     fn network_is_always_restricted_and_forwards_bind_loopback() {
