@@ -48,6 +48,8 @@ for s in $stages; do
   a=$(tr ' ' '\n' <<<"${times[this|$s]:-}" | grep . | median || true)
   b=$(tr ' ' '\n' <<<"${times[other|$s]:-}" | grep . | median || true)
   r="-"
-  [ -n "$a" ] && [ -n "$b" ] && r=$(printf '%.2f' "$(echo "$a / $b" | bc -l)")
+  if [ -n "$a" ] && [ -n "$b" ] && [ "$(echo "$b > 0" | bc -l)" = 1 ]; then
+    r=$(printf '%.2f' "$(echo "$a / $b" | bc -l)")
+  fi
   printf '%-26s %10s %10s %8s\n' "$s" "${a:--}" "${b:--}" "$r"
 done

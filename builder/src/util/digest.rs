@@ -1,11 +1,9 @@
 //! Content-derived identifiers and file digests: every UUID, seed and salt in an image comes
 //! from here, so the same inputs give the same bytes.
 
-use std::fs;
-use std::io::Read;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 /// Derives 16 bytes from a label and a digest (UUIDs, seeds): content-addressed, never random.
@@ -24,18 +22,9 @@ pub fn derive16(label: &str, digest: &[u8]) -> [u8; 16] {
 
 /// SHA-256 of a file, as lower-case hex.
 pub fn sha256_file(p: &Path) -> Result<String> {
-    let mut f = fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+    // Holes are hashed as zeros without reading them (util::sparse): disk images are mostly holes.
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", p.display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
+    crate::util::sparse::for_each_chunk(p, &mut |c| h.update(c))?;
     Ok(hex::encode(h.finalize()))
 }
 

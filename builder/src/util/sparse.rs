@@ -48,6 +48,47 @@ fn extents(f: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
     Ok(out)
 }
 
+/// Feeds the whole of `path` to `sink` in order, reading only its data extents: holes are
+/// passed as zeros from memory. Reading a hole through `read(2)` makes the kernel allocate and
+/// zero page-cache pages for it, which for a fresh 2.5 GiB disk image with 230 MiB of data cost
+/// ~9 s of system time per pass; this costs none. Falls back to reading everything where the
+/// filesystem cannot report extents.
+pub fn for_each_chunk(path: &Path, sink: &mut dyn FnMut(&[u8])) -> Result<u64> {
+    const CHUNK: usize = 1 << 20;
+    static ZEROS: [u8; CHUNK] = [0; CHUNK];
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    let ranges = extents(&f, len).unwrap_or_else(|_| vec![(0, len)]);
+    let zeros = |mut n: u64, sink: &mut dyn FnMut(&[u8])| {
+        while n > 0 {
+            let k = n.min(CHUNK as u64) as usize;
+            sink(&ZEROS[..k]);
+            n -= k as u64;
+        }
+    };
+    let mut buf = vec![0u8; CHUNK];
+    let mut pos = 0u64;
+    for (start, end) in ranges {
+        zeros(start - pos, sink);
+        f.seek(SeekFrom::Start(start))
+            .with_context(|| format!("seeking in {}", path.display()))?;
+        let mut left = end - start;
+        while left > 0 {
+            let n = (left as usize).min(buf.len());
+            f.read_exact(&mut buf[..n])
+                .with_context(|| format!("reading {}", path.display()))?;
+            sink(&buf[..n]);
+            left -= n as u64;
+        }
+        pos = end;
+    }
+    zeros(len - pos, sink);
+    Ok(len)
+}
+
 /// Copies `from` to `to`, writing only the source's data extents (holes stay holes). Falls back
 /// to a plain copy where the filesystem cannot report extents.
 pub fn copy(from: &Path, to: &Path) -> Result<()> {
@@ -78,6 +119,24 @@ pub fn copy(from: &Path, to: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn chunks_of_a_sparse_file_are_its_bytes() {
+        use std::io::{Seek, SeekFrom, Write};
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sparse");
+        let mut f = File::create(&p).unwrap();
+        f.set_len(5 << 20).unwrap();
+        f.seek(SeekFrom::Start(3 << 20)).unwrap();
+        f.write_all(&[7u8; 70_000]).unwrap();
+        f.seek(SeekFrom::Start(100)).unwrap();
+        f.write_all(b"head").unwrap();
+        drop(f);
+        let mut got = Vec::new();
+        let n = for_each_chunk(&p, &mut |c| got.extend_from_slice(c)).unwrap();
+        assert_eq!(n, 5 << 20);
+        assert_eq!(got, std::fs::read(&p).unwrap());
+    }
+
     use super::*;
 
     #[test]
