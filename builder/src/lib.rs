@@ -14,6 +14,7 @@
 //! - [`outdir`]: the output directory's file names and SHA-256 sums;
 //! - [`artifacts`]: the typed `manifest.json` and the last stage that writes it;
 //! - [`cache`]: the build cache's key, reuse and store;
+//! - [`config`]: machine configs on the host (`berth config check`, `berth run --config`);
 //! - [`run`]: booting images in QEMU; [`publish`]: box catalogs;
 //! - [`util`]: the subprocess door, printer, sizes, digests, sparse copies, staging.
 //!
@@ -23,6 +24,7 @@ pub mod artifacts;
 pub mod boot;
 pub mod build;
 pub mod cache;
+pub mod config;
 pub mod disk;
 pub mod fetch;
 pub mod formats;

@@ -45,6 +45,7 @@ fn run(cli: Cli) -> Result<Option<i32>> {
         Command::Inspect(a) => cli::inspect::run(a, cache, &printer)?,
         Command::Run(a) => return cli::run::run(a, &printer),
         Command::Publish(c) => cli::publish::run(c, &printer)?,
+        Command::Config(c) => cli::config::run(c, &printer)?,
         Command::Lock(a) => cli::lock::run(a, cache, &printer)?,
     }
     Ok(None)

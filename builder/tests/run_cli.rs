@@ -170,3 +170,46 @@ fn sigterm_to_berth_run_stops_qemu() {
         qpid.trim()
     );
 }
+
+/// `berth config check`: a good config is ok (exit 0), a bad one names FILE:LINE:COL and the
+/// key (exit 1); `berth run --config` checks the config before anything starts.
+#[test]
+fn config_check_and_run_refuse_a_bad_machine_config() {
+    let d = tempfile::tempdir().unwrap();
+    let good = d.path().join("good.json");
+    std::fs::write(
+        &good,
+        r#"{"version": 1, "hostname": "n1", "files": [{"path": "/etc/motd", "content": "hi"}]}"#,
+    )
+    .unwrap();
+    let o = berth(&["config", "check", good.to_str().unwrap()], &[], d.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("good.json: ok"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("file /etc/motd (0644 0:0, 2 bytes)"));
+
+    let bad = d.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        "{\"version\": 1,\n  \"files\": [{\"path\": \"/usr/x\"}]}",
+    )
+    .unwrap();
+    let want = format!("{}:2:22: key `files[0].path`", bad.display());
+    fails_with(
+        &berth(&["config", "check", bad.to_str().unwrap()], &[], d.path()),
+        &[&want, "under /etc/ or /var/"],
+    );
+    let disk = fake_berth_disk(d.path());
+    fails_with(
+        &berth(
+            &[
+                "run",
+                disk.to_str().unwrap(),
+                "--config",
+                bad.to_str().unwrap(),
+            ],
+            &[],
+            d.path(),
+        ),
+        &[&want],
+    );
+}

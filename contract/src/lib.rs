@@ -20,12 +20,14 @@
 extern crate alloc;
 
 pub mod cmdline;
+pub mod config;
 mod crc32;
 pub mod dps;
 pub mod entry;
 mod error;
 pub mod gpt;
 mod guid;
+pub mod json;
 pub mod layout;
 pub mod paths;
 mod slot;

@@ -275,3 +275,135 @@ fn qcow2_on_virtio_blk_and_vmdk_on_virtio_scsi_boot_to_ready() {
         assert!(st.success(), "{fmt}: QEMU exit status {st}");
     }
 }
+
+/// The state partition of a (powered-off) disk, copied out for debugfs.
+fn state_fs(
+    img: &berth_vm_tests::Image,
+    disk: &std::path::Path,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let p = img
+        .manifest
+        .partition("state")
+        .expect("manifest lists state");
+    let out = dir.join("state.ext4");
+    let st = std::process::Command::new("dd")
+        .arg(format!("if={}", disk.display()))
+        .arg(format!("of={}", out.display()))
+        .args(["bs=1M", "status=none"])
+        .arg(format!("skip={}", p.offset >> 20))
+        .arg(format!("count={}", p.size >> 20))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    out
+}
+
+fn debugfs(fs_image: &std::path::Path, request: &str) -> String {
+    let o = std::process::Command::new("debugfs")
+        .args(["-R", request])
+        .arg(fs_image)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// First-boot provisioning through QEMU fw_cfg: the hostname, a static address and the files
+/// of the config are applied on the first boot and kept on /var for the next, which boots
+/// without the fw_cfg entry; a config with an unknown key stops the boot with the key named.
+#[test]
+fn fw_cfg_config_is_applied_once_and_a_bad_one_stops_the_boot() {
+    let img = test_image();
+    let work = tempfile::tempdir().unwrap();
+    let disk = img.disk_copy(work.path()).unwrap();
+    let config = work.path().join("config.json");
+    fs::write(
+        &config,
+        r#"{
+  "version": 1,
+  "hostname": "provisioned-1",
+  "network": [{"interface": "first", "address": "10.0.2.15/24", "gateway": "10.0.2.2", "dns": ["10.0.2.3"]}],
+  "ssh-authorized-keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBerthTestKeyBerthTestKeyBerthTestKey0 test"],
+  "files": [
+    {"path": "/etc/motd", "content": "written by fw_cfg\n", "mode": "0640", "uid": 7, "gid": 8},
+    {"path": "/var/lib/app/settings", "content": "x=1\n"}
+  ]
+}"#,
+    )
+    .unwrap();
+    let boot = |name: &str, with_config: bool| {
+        let mut cfg = VmConfig::new(&disk).unwrap();
+        cfg.boot = img.direct("berth.after-ready=poweroff").unwrap();
+        cfg.persist = true;
+        cfg.machine_config = with_config.then(|| config.clone());
+        let mut g = Guest::start(name, cfg).unwrap();
+        g.wait_for(&ready_line(img), READY_DIRECT).unwrap();
+        let st = g.wait_exit(SHUTDOWN).unwrap();
+        assert!(st.success(), "{name}: QEMU exit status {st}");
+        g.console()
+    };
+    let first = boot("fw-cfg-first", true);
+    let has = |text: &str, want: &str| {
+        assert!(text.contains(want), "no {want:?} on the console:\n{text}");
+    };
+    has(&first, "berth: provisioned from fw_cfg opt/org.berth/config: hostname=provisioned-1 files=2 ssh-keys=1 network=1");
+    has(&first, "berth: hostname provisioned-1");
+    has(&first, "address=10.0.2.15/24 router=10.0.2.2 static");
+
+    // On the state partition: the /etc overlay's upper layer, /var, and the kept config.
+    let state = state_fs(img, &disk, work.path());
+    assert_eq!(
+        debugfs(&state, "cat /lib/berth/etc/upper/motd"),
+        "written by fw_cfg\n"
+    );
+    let stat = debugfs(&state, "stat /lib/berth/etc/upper/motd");
+    assert!(
+        stat.contains("Mode:  0640")
+            && stat.contains("User:     7")
+            && stat.contains("Group:     8"),
+        "{stat}"
+    );
+    assert_eq!(debugfs(&state, "cat /lib/app/settings"), "x=1\n");
+    assert_eq!(
+        debugfs(&state, "cat /lib/berth/ssh/authorized_keys")
+            .lines()
+            .count(),
+        1
+    );
+    let kept = debugfs(&state, "cat /lib/berth/config.json");
+    assert_eq!(kept, fs::read_to_string(&config).unwrap());
+
+    // The second boot has no fw_cfg entry: it runs with the kept config, without applying it again.
+    let second = boot("fw-cfg-second", false);
+    assert!(
+        !second.contains("provisioned from"),
+        "applied twice:\n{second}"
+    );
+    has(&second, "berth: hostname provisioned-1");
+    has(&second, "address=10.0.2.15/24 router=10.0.2.2 static");
+
+    // A bad config: the boot stops, naming the source and the key, and the machine powers off.
+    let bad = work.path().join("bad.json");
+    fs::write(
+        &bad,
+        "{\"version\": 1,\n \"hostname\": \"x\",\n \"bogus\": true}",
+    )
+    .unwrap();
+    let mut cfg = VmConfig::new(&img.disk()).unwrap();
+    cfg.boot = img.direct("").unwrap();
+    cfg.machine_config = Some(bad);
+    let mut g = Guest::start("fw-cfg-bad", cfg).unwrap();
+    let line = g
+        .wait_for("berth: FATAL: provisioning:", READY_DIRECT)
+        .unwrap();
+    assert!(
+        line.contains("fw_cfg opt/org.berth/config: 3:11: key `bogus`: unknown key"),
+        "{line}"
+    );
+    g.wait_exit(Duration::from_secs(60))
+        .expect("the machine powers off after a provisioning failure");
+    assert!(
+        !g.console().contains("berth: ready"),
+        "came up unconfigured"
+    );
+}

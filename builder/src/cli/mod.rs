@@ -2,6 +2,7 @@
 //! the library), and the signal handling that belongs to the process.
 
 pub mod build;
+pub mod config;
 pub mod inspect;
 pub mod lock;
 pub mod publish;
@@ -54,6 +55,8 @@ pub enum Command {
     Run(run::RunArgs),
     #[command(subcommand)]
     Publish(publish::PublishCommand),
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     Lock(lock::LockArgs),
 }
 

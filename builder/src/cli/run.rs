@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// Exit when the guest reboots instead of booting again.
     #[arg(long)]
     no_reboot: bool,
+    /// Give the guest this machine config (JSON; checked first, as `berth config check`
+    /// does) through QEMU fw_cfg as opt/org.berth/config; the image applies it on first boot.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 fn parse_forward(s: &str) -> Result<(u16, u16), String> {
@@ -61,6 +65,9 @@ fn parse_forward(s: &str) -> Result<(u16, u16), String> {
 
 /// Returns the signal that stopped QEMU, if one did (the caller exits with 128 + it).
 pub fn run(a: RunArgs, printer: &Printer) -> Result<Option<i32>> {
+    if let Some(c) = &a.config {
+        berth::config::read(c)?;
+    }
     let target = run::resolve(&a.image)?;
     let mut cfg = qemu::VmConfig::new(&target.disk)?;
     if a.direct {
@@ -72,6 +79,7 @@ pub fn run(a: RunArgs, printer: &Printer) -> Result<Option<i32>> {
     cfg.cpus = a.cpus;
     cfg.console_log = a.console_log;
     cfg.no_reboot = a.no_reboot;
+    cfg.machine_config = a.config;
     let work = tempfile::tempdir().context("creating a temporary directory")?;
     let mut cmd = qemu::command(&cfg, work.path())?;
     printer.info(&format!(

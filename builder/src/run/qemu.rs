@@ -111,6 +111,8 @@ pub struct VmConfig {
     pub console_log: Option<PathBuf>,
     /// Exit instead of rebooting when the guest reboots.
     pub no_reboot: bool,
+    /// A machine config handed to the guest through fw_cfg (`opt/org.berth/config`).
+    pub machine_config: Option<PathBuf>,
     pub accel: Accel,
     pub disk_bus: DiskBus,
 }
@@ -137,6 +139,7 @@ impl VmConfig {
             console_file: None,
             console_log: None,
             no_reboot: false,
+            machine_config: None,
             accel: detect_accel(),
             disk_bus: DiskBus::default(),
         })
@@ -310,6 +313,13 @@ pub fn command(cfg: &VmConfig, work: &Path) -> Result<Command> {
                 "chardev=con,mode=readline",
             ]);
         }
+    }
+    if let Some(mc) = &cfg.machine_config {
+        c.arg("-fw_cfg").arg(format!(
+            "name={},file={}",
+            berth_contract::config::FW_CFG_NAME,
+            opt_path(mc)?
+        ));
     }
     if cfg.no_reboot {
         c.arg("-no-reboot");

@@ -1,9 +1,10 @@
 //! `berthctl`: the admin side of berth-init. `poweroff` / `reboot` signal PID 1 (busybox init's
-//! convention: SIGUSR2 powers off, SIGTERM reboots); `status` reports the booted slot.
+//! convention: SIGUSR2 powers off, SIGTERM reboots); `status` reports the booted slot;
+//! `config show` prints the machine config the machine was provisioned with.
 
 use crate::{cmdline, esp, sys};
 
-const USAGE: &str = "usage: berthctl poweroff | reboot | status";
+const USAGE: &str = "usage: berthctl poweroff | reboot | status | config show";
 
 /// Runs the command in `args` (without the program name); returns the exit code.
 pub fn main(args: &[String]) -> i32 {
@@ -11,6 +12,7 @@ pub fn main(args: &[String]) -> i32 {
         Some("poweroff") => signal_init(sys::SIGUSR2, "poweroff"),
         Some("reboot") => signal_init(sys::SIGTERM, "reboot"),
         Some("status") => status(),
+        Some("config") if args.get(1).map(String::as_str) == Some("show") => config_show(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             0
@@ -18,6 +20,28 @@ pub fn main(args: &[String]) -> i32 {
         _ => {
             eprintln!("{USAGE}");
             2
+        }
+    }
+}
+
+/// Prints the machine config this machine was provisioned with (as it was given).
+fn config_show() -> i32 {
+    use berth_contract::config::APPLIED;
+    match std::fs::read_to_string(APPLIED) {
+        Ok(text) => {
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+            0
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("berthctl: no machine config was applied (the image's defaults are in use)");
+            1
+        }
+        Err(e) => {
+            eprintln!("berthctl: config show: reading {APPLIED}: {e}");
+            1
         }
     }
 }

@@ -16,6 +16,7 @@ mod gpt;
 mod initrd;
 mod main_stage;
 mod net;
+mod provision;
 mod services;
 mod shutdown;
 mod sys;
@@ -95,6 +96,21 @@ pub fn die_pid1(msg: &str) -> ! {
     std::thread::sleep(Duration::from_secs(10));
     let e = sys::reboot(sys::RB_AUTOBOOT);
     say!("FATAL: reboot(RB_AUTOBOOT): {e}; halting here");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Stops the boot for good: a config that cannot be applied will not apply on the next boot
+/// either, so rebooting would only loop. Says what failed, gives the console 10 s, then
+/// powers off (an operator sees a stopped machine and its console log).
+pub fn stop_pid1(msg: &str) -> ! {
+    say!("FATAL: {msg}");
+    say!("FATAL: the machine cannot come up as configured; powering off in 10 s");
+    sys::sync();
+    std::thread::sleep(Duration::from_secs(10));
+    let e = sys::reboot(sys::RB_POWER_OFF);
+    say!("FATAL: reboot(RB_POWER_OFF): {e}; halting here");
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }

@@ -5,13 +5,14 @@ use std::fs::{self, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use berth_contract::config::{Addressing, Interface, Nic};
 use berth_contract::paths;
 
 use crate::cmdline::{self, Halt};
 use crate::initrd::{load_modules, mount};
 use crate::services::{self, Supervisor};
 use crate::shutdown::shutdown;
-use crate::{dm, esp, net, say, sys, warn, Ctx, Result};
+use crate::{dm, esp, net, provision, say, sys, warn, Ctx, Result};
 
 const SIGNALS: [libc::c_int; 4] = [sys::SIGCHLD, sys::SIGTERM, sys::SIGINT, sys::SIGUSR2];
 
@@ -210,8 +211,18 @@ pub fn run() -> Result<()> {
     say!("{}", root_line(&mounts));
     say!("{}", state_line(&mounts));
 
+    let config = match provision::run() {
+        Ok(c) => c,
+        Err(e) => crate::stop_pid1(&format!("provisioning: {e}")),
+    };
     match crate::read_trim("/etc/hostname") {
-        Ok(h) if !h.is_empty() => sys::sethostname(&h).ctx(|| format!("sethostname {h:?}"))?,
+        Ok(h) if !h.is_empty() => {
+            sys::sethostname(&h).ctx(|| format!("sethostname {h:?}"))?;
+            say!(
+                "hostname {}",
+                crate::read_trim("/proc/sys/kernel/hostname")?
+            );
+        }
         _ => {}
     }
     machine_id()?;
@@ -224,16 +235,9 @@ pub fn run() -> Result<()> {
             warn!("symlink /etc/resolv.conf -> ../run/resolv.conf: {e}");
         }
     }
-    match net::first_ethernet() {
-        None => warn!("no ethernet interface; continuing without a network"),
-        Some(nic) => match net::dhcp(&nic) {
-            Ok(l) => say!(
-                "network {nic} address={} router={}",
-                fmt_ip(l.addr),
-                fmt_ip(l.router)
-            ),
-            Err(e) => warn!("{e}; continuing without a network"),
-        },
+    let nics = config.map(|c| c.network).unwrap_or_default();
+    if let Err(e) = network(&nics) {
+        crate::stop_pid1(&format!("provisioning: network: {e}"));
     }
     // Containers need these modules (bridge, veth, netfilter), containerd's start does not:
     // they load on the side while containerd starts.
@@ -285,6 +289,59 @@ pub fn run() -> Result<()> {
         sup.reap();
         sup.tick();
     }
+}
+
+/// The network as configured: DHCP on the first NIC without a config; otherwise each entry
+/// (a missing named NIC or a static address that cannot be set is an error; a DHCP that
+/// gets no lease is a warning, as without a config).
+fn network(nics: &[Nic]) -> Result<()> {
+    let dhcp = |nic: &str| match net::dhcp(nic) {
+        Ok(l) => say!(
+            "network {nic} address={} router={}",
+            fmt_ip(l.addr),
+            fmt_ip(l.router)
+        ),
+        Err(e) => warn!("{e}; continuing without a network"),
+    };
+    if nics.is_empty() {
+        match net::first_ethernet() {
+            None => warn!("no ethernet interface; continuing without a network"),
+            Some(nic) => dhcp(&nic),
+        }
+        return Ok(());
+    }
+    for n in nics {
+        let name = match &n.interface {
+            Interface::First => match net::first_ethernet() {
+                Some(nic) => nic,
+                None => crate::fail!(
+                    "the config names the first NIC, but there is no ethernet interface"
+                ),
+            },
+            Interface::Named(s) if net::exists(s) => s.clone(),
+            Interface::Named(s) => {
+                crate::fail!("the config names interface {s}, which this machine does not have")
+            }
+        };
+        match &n.addressing {
+            Addressing::Dhcp => dhcp(&name),
+            Addressing::Static {
+                address,
+                prefix,
+                gateway,
+                dns,
+            } => {
+                net::static_address(&name, *address, *prefix, *gateway, dns)?;
+                let ip = |a: &[u8; 4]| std::net::Ipv4Addr::from(*a).to_string();
+                say!(
+                    "network {name} address={}/{prefix} router={} static",
+                    ip(address),
+                    gateway.as_ref().map_or("none".to_string(), ip)
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn fmt_ip(a: Option<std::net::Ipv4Addr>) -> String {

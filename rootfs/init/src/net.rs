@@ -199,26 +199,58 @@ pub fn dhcp(name: &str) -> Result<Lease> {
             _ => continue,
         }
     };
-    let addr = lease.addr.unwrap_or(Ipv4Addr::UNSPECIFIED);
-    set_addr(name, libc::SIOCSIFADDR, "SIOCSIFADDR", addr)?;
-    set_addr(
+    apply(
         name,
-        libc::SIOCSIFNETMASK,
-        "SIOCSIFNETMASK",
+        lease.addr.unwrap_or(Ipv4Addr::UNSPECIFIED),
         lease.netmask.unwrap_or(Ipv4Addr::new(255, 255, 255, 0)),
+        lease.router,
+        &lease.dns,
     )?;
+    Ok(lease)
+}
+
+/// Gives `name` an address, netmask and default route, and writes /run/resolv.conf.
+fn apply(
+    name: &str,
+    addr: Ipv4Addr,
+    netmask: Ipv4Addr,
+    router: Option<Ipv4Addr>,
+    dns: &[Ipv4Addr],
+) -> Result<()> {
+    set_addr(name, libc::SIOCSIFADDR, "SIOCSIFADDR", addr)?;
+    set_addr(name, libc::SIOCSIFNETMASK, "SIOCSIFNETMASK", netmask)?;
     set_up(name)?;
-    if let Some(gw) = lease.router {
+    if let Some(gw) = router {
         sys::add_default_route(gw.octets(), name)
             .ctx(|| format!("SIOCADDRT default via {gw} dev {name}"))?;
     }
-    let resolv: String = lease
-        .dns
-        .iter()
-        .map(|d| format!("nameserver {d}\n"))
-        .collect();
-    fs::write("/run/resolv.conf", resolv).ctx(|| "writing /run/resolv.conf")?;
-    Ok(lease)
+    let resolv: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
+    fs::write("/run/resolv.conf", resolv).ctx(|| "writing /run/resolv.conf")
+}
+
+/// A static address from the machine config.
+pub fn static_address(
+    name: &str,
+    addr: [u8; 4],
+    prefix: u8,
+    router: Option<[u8; 4]>,
+    dns: &[[u8; 4]],
+) -> Result<()> {
+    set_up(name)?;
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    let dns: Vec<Ipv4Addr> = dns.iter().map(|d| Ipv4Addr::from(*d)).collect();
+    apply(
+        name,
+        Ipv4Addr::from(addr),
+        Ipv4Addr::from(mask),
+        router.map(Ipv4Addr::from),
+        &dns,
+    )
+}
+
+/// Whether a network interface of that name exists.
+pub fn exists(name: &str) -> bool {
+    std::path::Path::new(&format!("/sys/class/net/{name}")).exists()
 }
 
 #[cfg(test)]
