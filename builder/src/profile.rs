@@ -47,10 +47,13 @@ pub const DEFAULT_INITRD_MODULES: &[&str] = &[
     "ext4",
     "overlay",
 ];
-/// Modules the main stage loads: the ESP (vfat + code pages) for blessing boot entries, and
-/// container networking.
+/// Modules the main stage loads: the ESP (vfat + code pages) for blessing boot entries, the
+/// ACPI power button (button + evdev: a power-button press is a clean poweroff), and container
+/// networking.
 pub const DEFAULT_MAIN_MODULES: &[&str] = &[
     "vfat",
+    "button",
+    "evdev",
     "nls_cp437",
     "nls_ascii",
     "nls_utf8",

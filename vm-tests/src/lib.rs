@@ -124,6 +124,7 @@ pub struct Guest {
     name: String,
     child: Child,
     log: PathBuf,
+    qmp: PathBuf,
     _work: tempfile::TempDir,
     exited: Option<ExitStatus>,
 }
@@ -140,6 +141,8 @@ impl Guest {
         let log = work.path().join("console.log");
         cfg.console_file = Some(log.clone());
         cfg.no_reboot = true;
+        let qmp = work.path().join("qmp.sock");
+        cfg.qmp = Some(qmp.clone());
         let mut cmd = berth::run::qemu::command(&cfg, work.path())?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -152,9 +155,41 @@ impl Guest {
             name: name.to_string(),
             child,
             log,
+            qmp,
             _work: work,
             exited: None,
         })
+    }
+
+    /// Sends one QMP command (e.g. `system_powerdown`) and returns QEMU's reply line.
+    pub fn qmp(&self, command: &str) -> Result<String> {
+        use std::io::{BufRead, BufReader, Write};
+        let s = std::os::unix::net::UnixStream::connect(&self.qmp)
+            .with_context(|| format!("connecting to QMP at {}", self.qmp.display()))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut r = BufReader::new(s.try_clone()?);
+        let mut w = s;
+        let mut line = String::new();
+        r.read_line(&mut line).context("reading the QMP greeting")?;
+        for cmd in ["qmp_capabilities", command] {
+            writeln!(w, "{{\"execute\": \"{cmd}\"}}")?;
+            loop {
+                line.clear();
+                r.read_line(&mut line)
+                    .with_context(|| format!("reading QMP's reply to {cmd}"))?;
+                // Events may come first; the reply has "return" or "error".
+                if line.contains("\"return\"") || line.contains("\"error\"") {
+                    break;
+                }
+                if line.is_empty() {
+                    bail!("QMP closed the connection after {cmd}");
+                }
+            }
+            if line.contains("\"error\"") {
+                bail!("QMP {cmd}: {line}");
+            }
+        }
+        Ok(line)
     }
 
     pub fn console(&self) -> String {

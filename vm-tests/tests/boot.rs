@@ -407,3 +407,32 @@ fn fw_cfg_config_is_applied_once_and_a_bad_one_stops_the_boot() {
         "came up unconfigured"
     );
 }
+
+/// The ACPI power button (QMP `system_powerdown`, as `virsh shutdown` and `vagrant halt` send
+/// it) gives the same clean poweroff as `berthctl poweroff`: services stopped, /var and /etc
+/// unmounted, then QEMU exits, within a bounded time.
+#[test]
+fn acpi_power_button_powers_off_cleanly() {
+    let img = test_image();
+    let mut cfg = VmConfig::new(&img.disk()).unwrap();
+    cfg.boot = img.direct("").unwrap();
+    let mut g = Guest::start("power-button", cfg).unwrap();
+    g.wait_for(&ready_line(img), READY_DIRECT).unwrap();
+    g.wait_for(
+        "berth: power button /dev/input/event",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    g.qmp("system_powerdown").unwrap();
+    g.wait_for("berth: power button pressed", Duration::from_secs(30))
+        .unwrap();
+    g.wait_for("berth: stopping (poweroff)", Duration::from_secs(30))
+        .unwrap();
+    let st = g.wait_exit(SHUTDOWN).unwrap();
+    assert!(st.success(), "QEMU exit status {st}");
+    let c = g.console();
+    assert!(
+        c.contains("berth: unmounted /var, /etc; syncing; poweroff"),
+        "{c}"
+    );
+}

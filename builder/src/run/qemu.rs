@@ -113,6 +113,8 @@ pub struct VmConfig {
     pub no_reboot: bool,
     /// A machine config handed to the guest through fw_cfg (`opt/org.berth/config`).
     pub machine_config: Option<PathBuf>,
+    /// A QMP control socket (unix), e.g. for `system_powerdown`.
+    pub qmp: Option<PathBuf>,
     pub accel: Accel,
     pub disk_bus: DiskBus,
 }
@@ -140,6 +142,7 @@ impl VmConfig {
             console_log: None,
             no_reboot: false,
             machine_config: None,
+            qmp: None,
             accel: detect_accel(),
             disk_bus: DiskBus::default(),
         })
@@ -320,6 +323,10 @@ pub fn command(cfg: &VmConfig, work: &Path) -> Result<Command> {
             berth_contract::config::FW_CFG_NAME,
             opt_path(mc)?
         ));
+    }
+    if let Some(q) = &cfg.qmp {
+        c.arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", opt_path(q)?));
     }
     if cfg.no_reboot {
         c.arg("-no-reboot");

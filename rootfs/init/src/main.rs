@@ -16,6 +16,7 @@ mod gpt;
 mod initrd;
 mod main_stage;
 mod net;
+mod power;
 mod provision;
 mod services;
 mod shutdown;

@@ -12,7 +12,7 @@ use crate::cmdline::{self, Halt};
 use crate::initrd::{load_modules, mount};
 use crate::services::{self, Supervisor};
 use crate::shutdown::shutdown;
-use crate::{dm, esp, net, provision, say, sys, warn, Ctx, Result};
+use crate::{dm, esp, net, power, provision, say, sys, warn, Ctx, Result};
 
 const SIGNALS: [libc::c_int; 4] = [sys::SIGCHLD, sys::SIGTERM, sys::SIGINT, sys::SIGUSR2];
 
@@ -256,6 +256,7 @@ pub fn run() -> Result<()> {
         Ok(Err(e)) => warn!("{e}"),
         Err(_) => warn!("the module loading thread panicked"),
     }
+    power::watch();
     services::start_services(&mut sup, &list);
 
     match (c.state, c.slot) {
