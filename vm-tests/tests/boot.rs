@@ -167,6 +167,22 @@ fn state_grows_on_first_boot_and_persists_across_reboots() {
         !second.contains("state grown"),
         "grew again on the second boot"
     );
+    // The baked image is imported on the first boot only; the container runs on both.
+    assert!(
+        first.contains("berth: imported /usr/share/berth/images/hello.tar"),
+        "first boot did not import the image:\n{first}"
+    );
+    assert!(
+        second.contains("berth: image /usr/share/berth/images/hello.tar unchanged (sha256:")
+            && !second.contains("berth: imported"),
+        "second boot imported the image again:\n{second}"
+    );
+    for (which, c) in [("first", &first), ("second", &second)] {
+        assert!(
+            c.contains("berth-test-marker:hello-from-a-container"),
+            "{which} boot: the container did not run"
+        );
+    }
     let line = second
         .lines()
         .find(|l| l.contains("berth: state size="))

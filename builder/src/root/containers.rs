@@ -100,11 +100,17 @@ pub fn add_containers(
         // compressed as a whole anyway, while gunzip at boot is Go code under TCG on every
         // first boot.
         let mut tar = Vec::new();
-        oci::write_archive_with(&img, sde, oci::LayerCompression::None, &mut tar)
+        let digest = oci::write_archive_with(&img, sde, oci::LayerCompression::None, &mut tar)
             .with_context(|| format!("building the OCI image of container {:?}", c.name))?;
         rootfs.manifest.insert(
             ImagePath::new(&format!("{IMAGES_DIR}/{}.tar", c.name))?,
             Entry::file(tar, 0o644, sde),
+        )?;
+        // The image manifest's digest, beside the archive: berth-init imports an archive only
+        // when containerd does not hold that manifest yet (not on every boot).
+        rootfs.manifest.insert(
+            ImagePath::new(&format!("{IMAGES_DIR}/{}.tar.digest", c.name))?,
+            Entry::file(format!("{digest}\n"), 0o644, sde),
         )?;
         services.push_str(&format!(
             "{}\t{}\t{}\t{}\n",

@@ -327,7 +327,16 @@ pub fn import_images(sup: &mut Supervisor, dir: &str) -> Result<()> {
     tars.retain(|p| p.ends_with(".tar"));
     tars.sort();
     let mut jobs = Vec::new();
+    let mut digests = Vec::new();
     for tar in tars {
+        let digest = manifest_digest(&tar);
+        if let Some(d) = &digest {
+            if already_imported(&tar, d) {
+                say!("image {tar} unchanged ({d}); not imported again");
+                continue;
+            }
+        }
+        digests.push((tar.clone(), digest));
         let spawned = ctr(&["images", "import", &tar])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -403,6 +412,11 @@ pub fn import_images(sup: &mut Supervisor, dir: &str) -> Result<()> {
         }
         if status == 0 {
             say!("imported {}", j.what);
+            if let Some((_, Some(d))) = digests.iter().find(|(t, _)| *t == j.what) {
+                if let Err(e) = record_import(&j.what, d) {
+                    warn!("{e}; the image will be imported again on the next boot");
+                }
+            }
         } else {
             warn!(
                 "ctr images import {} failed ({}): {}",
@@ -413,6 +427,44 @@ pub fn import_images(sup: &mut Supervisor, dir: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where berth-init notes which manifest it imported from each archive.
+const IMPORTED_DIR: &str = "/var/lib/berth/images";
+/// containerd's content store (its root is /var/lib/containerd, rootfs/base/etc/containerd).
+const CONTENT_BLOBS: &str = "/var/lib/containerd/io.containerd.content.v1.content/blobs";
+
+/// The image manifest digest the builder wrote beside an archive (`<tar>.digest`), if any.
+fn manifest_digest(tar: &str) -> Option<String> {
+    let d = fs::read_to_string(format!("{tar}.digest")).ok()?;
+    let d = d.trim();
+    let (alg, hex) = d.split_once(':')?;
+    (alg == "sha256" && hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| d.to_string())
+}
+
+fn record_path(tar: &str) -> String {
+    let name = tar.rsplit('/').next().unwrap_or(tar);
+    format!("{IMPORTED_DIR}/{name}.imported")
+}
+
+/// Whether this archive's manifest was imported before and containerd still has it: the
+/// record of the last successful import says this digest, and the manifest blob is in the
+/// content store (a wiped store, or an interrupted import, means importing again).
+fn already_imported(tar: &str, digest: &str) -> bool {
+    let recorded = fs::read_to_string(record_path(tar)).unwrap_or_default();
+    let hex = digest.trim_start_matches("sha256:");
+    recorded.trim() == digest
+        && std::path::Path::new(&format!("{CONTENT_BLOBS}/sha256/{hex}")).is_file()
+}
+
+fn record_import(tar: &str, digest: &str) -> Result<()> {
+    fs::create_dir_all(IMPORTED_DIR).ctx(|| format!("mkdir -p {IMPORTED_DIR}"))?;
+    let p = record_path(tar);
+    let tmp = format!("{p}.tmp");
+    fs::write(&tmp, format!("{digest}\n"))
+        .and_then(|()| fs::rename(&tmp, &p))
+        .ctx(|| format!("recording the import of {tar} in {p}"))
 }
 
 /// containerd's version as `ctr version` reports it from the running daemon: proof that its API
