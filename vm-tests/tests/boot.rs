@@ -452,3 +452,79 @@ fn acpi_power_button_powers_off_cleanly() {
         "{c}"
     );
 }
+
+/// A `cidata` config drive (NoCloud's convention: a vfat volume holding `user-data`, made here
+/// with mkfs.fat and mcopy) provisions the machine as fw_cfg does; with both, fw_cfg wins and
+/// the drive is named in a warning; a drive without user-data stops the boot.
+#[test]
+fn cidata_config_drive_provisions_and_fw_cfg_comes_first() {
+    let img = test_image();
+    let work = tempfile::tempdir().unwrap();
+    let drive = |name: &str, user_data: Option<&str>| {
+        let p = work.path().join(name);
+        let o = std::process::Command::new("mkfs.fat")
+            .args(["-C", "-n", "CIDATA"])
+            .arg(&p)
+            .arg("2048")
+            .output()
+            .expect("mkfs.fat (dosfstools)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        if let Some(text) = user_data {
+            let src = work.path().join(format!("{name}.user-data"));
+            fs::write(&src, text).unwrap();
+            let o = std::process::Command::new("mcopy")
+                .arg("-i")
+                .arg(&p)
+                .arg(&src)
+                .arg("::user-data")
+                .output()
+                .expect("mcopy (mtools)");
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        p
+    };
+    let boot =
+        |name: &str, drive: &std::path::Path, fw_cfg: Option<&std::path::Path>, ready: bool| {
+            let mut cfg = VmConfig::new(&img.disk()).unwrap();
+            cfg.boot = img.direct("berth.after-ready=poweroff").unwrap();
+            cfg.extra_drives = vec![drive.to_path_buf()];
+            cfg.machine_config = fw_cfg.map(|p| p.to_path_buf());
+            let mut g = Guest::start(name, cfg).unwrap();
+            if ready {
+                g.wait_for(&ready_line(img), READY_DIRECT).unwrap();
+            } else {
+                g.wait_for("berth: FATAL: provisioning:", READY_DIRECT)
+                    .unwrap();
+            }
+            g.wait_exit(Duration::from_secs(90)).unwrap();
+            g.console()
+        };
+
+    let from_drive = drive(
+        "cidata.img",
+        Some(r#"{"version": 1, "hostname": "from-cidata"}"#),
+    );
+    let c = boot("cidata", &from_drive, None, true);
+    assert!(
+        c.contains("berth: provisioned from config drive /dev/vdb (vfat, label CIDATA): hostname=from-cidata"),
+        "{c}"
+    );
+    assert!(c.contains("berth: hostname from-cidata"), "{c}");
+
+    let fw = work.path().join("fw.json");
+    fs::write(&fw, r#"{"version": 1, "hostname": "from-fw-cfg"}"#).unwrap();
+    let c = boot("cidata-and-fw-cfg", &from_drive, Some(&fw), true);
+    assert!(c.contains("berth: hostname from-fw-cfg"), "{c}");
+    assert!(
+        c.contains("config drive /dev/vdb (vfat, label CIDATA) also holds a machine config; fw_cfg opt/org.berth/config comes first and wins"),
+        "{c}"
+    );
+
+    let empty = drive("empty.img", None);
+    let c = boot("cidata-without-user-data", &empty, None, false);
+    assert!(
+        c.contains("config drive /dev/vdb (vfat, label CIDATA): no user-data"),
+        "{c}"
+    );
+    assert!(!c.contains("berth: ready"), "came up unconfigured:\n{c}");
+}

@@ -48,6 +48,10 @@ pub struct RunArgs {
     /// does) through QEMU fw_cfg as opt/org.berth/config; the image applies it on first boot.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Attach a raw image read-only as another virtio disk (e.g. a `cidata` config drive);
+    /// repeatable.
+    #[arg(long = "drive", value_name = "IMAGE")]
+    drives: Vec<PathBuf>,
 }
 
 fn parse_forward(s: &str) -> Result<(u16, u16), String> {
@@ -80,6 +84,12 @@ pub fn run(a: RunArgs, printer: &Printer) -> Result<Option<i32>> {
     cfg.console_log = a.console_log;
     cfg.no_reboot = a.no_reboot;
     cfg.machine_config = a.config;
+    for d in &a.drives {
+        if !d.is_file() {
+            anyhow::bail!("--drive {}: no such file", d.display());
+        }
+    }
+    cfg.extra_drives = a.drives;
     let work = tempfile::tempdir().context("creating a temporary directory")?;
     let mut cmd = qemu::command(&cfg, work.path())?;
     printer.info(&format!(

@@ -115,6 +115,9 @@ pub struct VmConfig {
     pub machine_config: Option<PathBuf>,
     /// A QMP control socket (unix), e.g. for `system_powerdown`.
     pub qmp: Option<PathBuf>,
+    /// More disks, read-only raw images on virtio-blk after the boot disk (a `cidata` config
+    /// drive, say).
+    pub extra_drives: Vec<PathBuf>,
     pub accel: Accel,
     pub disk_bus: DiskBus,
 }
@@ -143,6 +146,7 @@ impl VmConfig {
             no_reboot: false,
             machine_config: None,
             qmp: None,
+            extra_drives: Vec::new(),
             accel: detect_accel(),
             disk_bus: DiskBus::default(),
         })
@@ -282,6 +286,12 @@ pub fn command(cfg: &VmConfig, work: &Path) -> Result<Command> {
             .arg(format!("{drive},if=none,id=disk0"))
             .args(["-device", "scsi-hd,drive=disk0,bus=scsi0.0"]),
     };
+    for d in &cfg.extra_drives {
+        c.arg("-drive").arg(format!(
+            "file={},format=raw,if=virtio,readonly=on",
+            opt_path(d)?
+        ));
+    }
     let mut net = "user,id=n0,restrict=on".to_string();
     for (host, guest) in &cfg.forwards {
         net.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));

@@ -5,8 +5,10 @@
 //! `berth: FATAL: provisioning: <source>: <line:col: key: why>` line: the machine comes up as
 //! configured or not at all.
 //!
-//! Sources, in order: QEMU fw_cfg `opt/org.berth/config`. (The `cidata` config drive and EC2
-//! IMDSv2 come next; with no source at all the image's defaults apply.)
+//! Sources, in order: QEMU fw_cfg `opt/org.berth/config`; a config drive (a vfat or iso9660
+//! volume labelled `cidata`, cloud-init's NoCloud convention) holding the config as
+//! `user-data`. The first source that has a config wins; others that also have one are named
+//! in a warning. (EC2 IMDSv2 comes next; with no source at all the image's defaults apply.)
 
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
@@ -36,9 +38,20 @@ pub fn run() -> Result<Option<MachineConfig>> {
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => fail!("reading {APPLIED}: {e}"),
     }
-    let Some((source, text)) = fw_cfg()? else {
+    let mut found = Vec::new();
+    if let Some(c) = fw_cfg()? {
+        found.push(c);
+    }
+    if let Some(c) = config_drive()? {
+        found.push(c);
+    }
+    let mut found = found.into_iter();
+    let Some((source, text)) = found.next() else {
         return Ok(None);
     };
+    for (other, _) in found {
+        crate::warn!("{other} also holds a machine config; {source} comes first and wins");
+    }
     let c = MachineConfig::parse(&text).map_err(|e| crate::Error(format!("{source}: {e}")))?;
     apply(&c).map_err(|e| crate::Error(format!("{source}: applying: {e}")))?;
     write_atomic(APPLIED, text.as_bytes(), 0o600, 0, 0)?;
@@ -86,6 +99,116 @@ fn fw_cfg() -> Result<Option<(String, String)>> {
     Ok(Some((source, text)))
 }
 
+/// The label a config drive carries (NoCloud's), compared without case.
+const CIDATA: &str = "cidata";
+const DRIVE_MNT: &str = "/run/berth/cidata";
+/// Filesystem modules a config drive may need, relative to /usr/lib/modules/<kver>/, in load
+/// order (dependencies first). Missing ones are built in, or not needed.
+const DRIVE_MODULES: &[&str] = &[
+    "kernel/fs/fat/fat.ko",
+    "kernel/fs/fat/vfat.ko",
+    "kernel/fs/nls/nls_cp437.ko",
+    "kernel/fs/nls/nls_ascii.ko",
+    "kernel/fs/isofs/isofs.ko",
+];
+
+/// The filesystem type and label of a volume from its first 40 KiB, if it is vfat or iso9660.
+pub fn volume_label(head: &[u8]) -> Option<(&'static str, String)> {
+    let text = |b: &[u8]| {
+        String::from_utf8_lossy(b)
+            .trim_end_matches([' ', '\0'])
+            .to_string()
+    };
+    // iso9660: the primary volume descriptor is sector 16 (2048-byte sectors).
+    if head.len() >= 32768 + 72 && head[32768] == 1 && &head[32769..32774] == b"CD001" {
+        return Some(("iso9660", text(&head[32768 + 40..32768 + 72])));
+    }
+    if head.len() >= 512 && head[510..512] == [0x55, 0xAA] {
+        // FAT32 keeps the extended boot record at 0x40, FAT12/16 at 0x24; both say "FAT".
+        if &head[0x52..0x55] == b"FAT" && head[0x42] == 0x29 {
+            return Some(("vfat", text(&head[0x47..0x52])));
+        }
+        if &head[0x36..0x39] == b"FAT" && head[0x26] == 0x29 {
+            return Some(("vfat", text(&head[0x2B..0x36])));
+        }
+    }
+    None
+}
+
+/// The config on a volume labelled `cidata`, if the machine has one.
+fn config_drive() -> Result<Option<(String, String)>> {
+    let mut names: Vec<String> = fs::read_dir("/sys/class/block")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.retain(|n| {
+        !["loop", "ram", "dm-", "zram"]
+            .iter()
+            .any(|p| n.starts_with(p))
+    });
+    names.sort();
+    for name in names {
+        let dev = format!("/dev/{name}");
+        let mut head = vec![0u8; 40 * 1024];
+        let n = match fs::File::open(&dev).and_then(|mut f| {
+            let mut n = 0;
+            while n < head.len() {
+                match f.read(&mut head[n..])? {
+                    0 => break,
+                    k => n += k,
+                }
+            }
+            Ok(n)
+        }) {
+            Ok(n) => n,
+            Err(_) => continue,
+        };
+        let Some((fstype, label)) = volume_label(&head[..n]) else {
+            continue;
+        };
+        if !label.eq_ignore_ascii_case(CIDATA) {
+            continue;
+        }
+        let source = format!("config drive {dev} ({fstype}, label {label})");
+        return read_drive(&dev, fstype, &source).map(|t| Some((source.clone(), t)));
+    }
+    Ok(None)
+}
+
+fn read_drive(dev: &str, fstype: &str, source: &str) -> Result<String> {
+    let kver = crate::read_trim("/proc/sys/kernel/osrelease")?;
+    for m in DRIVE_MODULES {
+        if let Ok(f) = fs::File::open(format!("/usr/lib/modules/{kver}/{m}")) {
+            use std::os::fd::AsRawFd;
+            let _ = sys::finit_module(f.as_raw_fd()); // EEXIST: loaded already
+        }
+    }
+    fs::create_dir_all(DRIVE_MNT).ctx(|| format!("mkdir -p {DRIVE_MNT}"))?;
+    let flags = sys::MS_RDONLY | sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
+    crate::initrd::mount(dev, DRIVE_MNT, fstype, flags, "")
+        .map_err(|e| crate::Error(format!("{source}: {e}")))?;
+    let path = format!("{DRIVE_MNT}/user-data");
+    let read = fs::metadata(&path)
+        .map_err(|e| crate::Error(format!("{source}: no user-data ({e}): the config drive must hold the machine config as user-data")))
+        .and_then(|m| {
+            if m.len() > MAX_CONFIG_BYTES as u64 {
+                fail!("{source}: user-data is {} bytes; at most {MAX_CONFIG_BYTES} are accepted", m.len());
+            }
+            let bytes = fs::read(&path).ctx(|| format!("{source}: reading user-data"))?;
+            String::from_utf8(bytes).map_err(|e| {
+                crate::Error(format!(
+                    "{source}: user-data is not UTF-8 text at byte {} (a machine config is a JSON document)",
+                    e.utf8_error().valid_up_to()
+                ))
+            })
+        });
+    let _ = sys::umount(DRIVE_MNT, 0);
+    read
+}
+
 /// Writes the config's files, hostname and SSH keys. Everything was checked by the parser
 /// (paths under /etc and /var, modes, owners), so what fails here is the disk.
 fn apply(c: &MachineConfig) -> Result<()> {
@@ -130,4 +253,35 @@ fn write_atomic(path: &str, data: &[u8], mode: u32, uid: u32, gid: u32) -> Resul
     fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
         .ctx(|| format!("chmod {mode:o} {tmp}"))?;
     fs::rename(&tmp, path).ctx(|| format!("renaming {tmp} to {path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_of_iso9660_and_both_fat_layouts() {
+        let mut iso = vec![0u8; 40 * 1024];
+        iso[32768] = 1;
+        iso[32769..32774].copy_from_slice(b"CD001");
+        iso[32768 + 40..32768 + 72].copy_from_slice(b"cidata                          ");
+        assert_eq!(volume_label(&iso), Some(("iso9660", "cidata".to_string())));
+
+        let mut fat32 = vec![0u8; 512];
+        fat32[510..512].copy_from_slice(&[0x55, 0xAA]);
+        fat32[0x42] = 0x29;
+        fat32[0x47..0x52].copy_from_slice(b"CIDATA     ");
+        fat32[0x52..0x5A].copy_from_slice(b"FAT32   ");
+        assert_eq!(volume_label(&fat32), Some(("vfat", "CIDATA".to_string())));
+
+        let mut fat16 = vec![0u8; 512];
+        fat16[510..512].copy_from_slice(&[0x55, 0xAA]);
+        fat16[0x26] = 0x29;
+        fat16[0x2B..0x36].copy_from_slice(b"CIDATA     ");
+        fat16[0x36..0x3E].copy_from_slice(b"FAT12   ");
+        assert_eq!(volume_label(&fat16), Some(("vfat", "CIDATA".to_string())));
+
+        assert_eq!(volume_label(&[0u8; 4096]), None);
+        assert_eq!(volume_label(&fat16[..100]), None);
+    }
 }
