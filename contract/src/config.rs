@@ -335,6 +335,96 @@ impl MachineConfig {
     }
 }
 
+/// `s` as a JSON string literal.
+fn quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn ip(a: &[u8; 4]) -> String {
+    format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])
+}
+
+impl MachineConfig {
+    /// The config as a document [`MachineConfig::parse`] reads back to the same value (for a
+    /// config made on the machine, e.g. from EC2 metadata, so it can be kept and shown).
+    pub fn to_json(&self) -> String {
+        let mut parts = alloc::vec![format!("\"version\": {CONFIG_VERSION}")];
+        if let Some(h) = &self.hostname {
+            parts.push(format!("\"hostname\": {}", quote(h)));
+        }
+        if !self.network.is_empty() {
+            let nics: Vec<String> = self
+                .network
+                .iter()
+                .map(|n| {
+                    let iface = match &n.interface {
+                        Interface::First => "first".to_string(),
+                        Interface::Named(s) => s.clone(),
+                    };
+                    let how = match &n.addressing {
+                        Addressing::Dhcp => "\"dhcp\": true".to_string(),
+                        Addressing::Static {
+                            address,
+                            prefix,
+                            gateway,
+                            dns,
+                        } => {
+                            let mut v =
+                                alloc::vec![format!("\"address\": \"{}/{prefix}\"", ip(address))];
+                            if let Some(g) = gateway {
+                                v.push(format!("\"gateway\": \"{}\"", ip(g)));
+                            }
+                            if !dns.is_empty() {
+                                let d: Vec<String> =
+                                    dns.iter().map(|d| format!("\"{}\"", ip(d))).collect();
+                                v.push(format!("\"dns\": [{}]", d.join(", ")));
+                            }
+                            v.join(", ")
+                        }
+                    };
+                    format!("{{\"interface\": {}, {how}}}", quote(&iface))
+                })
+                .collect();
+            parts.push(format!("\"network\": [{}]", nics.join(", ")));
+        }
+        if !self.ssh_authorized_keys.is_empty() {
+            let k: Vec<String> = self.ssh_authorized_keys.iter().map(|k| quote(k)).collect();
+            parts.push(format!("\"ssh-authorized-keys\": [{}]", k.join(", ")));
+        }
+        if !self.files.is_empty() {
+            let f: Vec<String> = self
+                .files
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{{\"path\": {}, \"content\": {}, \"mode\": \"{:04o}\", \"uid\": {}, \"gid\": {}}}",
+                        quote(&f.path),
+                        quote(&f.content),
+                        f.mode,
+                        f.uid,
+                        f.gid
+                    )
+                })
+                .collect();
+            parts.push(format!("\"files\": [{}]", f.join(", ")));
+        }
+        format!("{{{}}}\n", parts.join(", "))
+    }
+}
+
 fn nic(n: &Node, prefix: &str) -> Result<Nic> {
     let mut f = Fields::of(n, prefix)?;
     let interface = match f.take("interface") {
@@ -572,6 +662,25 @@ mod tests {
             let e = MachineConfig::parse(doc).unwrap_err().to_string();
             assert!(e.contains(want), "{doc}\n  gave: {e}\n  want: {want}");
         }
+    }
+
+    #[test]
+    fn to_json_reads_back_as_the_same_config() {
+        let c = MachineConfig::parse(FULL).unwrap();
+        assert_eq!(MachineConfig::parse(&c.to_json()).unwrap(), c);
+        let odd = MachineConfig {
+            hostname: Some("h".into()),
+            files: vec![File {
+                path: "/etc/q".into(),
+                content: "quote \" backslash \\ tab \t nl \n ctl \u{1} é".into(),
+                mode: 0o4755,
+                uid: 1,
+                gid: 2,
+            }],
+            ..Default::default()
+        };
+        assert_eq!(MachineConfig::parse(&odd.to_json()).unwrap(), odd);
+        assert_eq!(MachineConfig::default().to_json(), "{\"version\": 1}\n");
     }
 
     #[test]

@@ -216,9 +216,12 @@ impl Guest {
                 self.exited = self.child.try_wait()?;
             }
             if let Some(st) = self.exited {
+                let stderr =
+                    fs::read_to_string(self._work.path().join("qemu.stderr")).unwrap_or_default();
                 bail!(
-                    "{}: QEMU exited ({st}) before {marker:?} appeared; console tail:\n{}",
+                    "{}: QEMU exited ({st}) before {marker:?} appeared; QEMU said: {}; console tail:\n{}",
                     self.name,
+                    stderr.trim(),
                     self.tail()
                 );
             }

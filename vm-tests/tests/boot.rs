@@ -528,3 +528,186 @@ fn cidata_config_drive_provisions_and_fw_cfg_comes_first() {
     );
     assert!(!c.contains("berth: ready"), "came up unconfigured:\n{c}");
 }
+
+/// A stand-in for EC2's metadata service on 127.0.0.1, speaking IMDSv2: a token from
+/// `PUT /latest/api/token` (only with the TTL header), every GET refused (401) without it.
+/// Records each request as "METHOD PATH token=yes|no". Stopped (by its flag) when dropped.
+struct Imds {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Imds {
+    /// `refuse_token`: answer the token request with 403 (an IMDS that disallows the instance).
+    fn start(user_data: Option<&'static str>, refuse_token: bool) -> Imds {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop2, log2) = (stop.clone(), log.clone());
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((mut s, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut req = Vec::new();
+                let mut b = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req).to_string();
+                let mut first = text.lines().next().unwrap_or("").split(' ');
+                let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
+                let header = |name: &str| {
+                    text.lines().find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                    })
+                };
+                let token_ok = header("X-aws-ec2-metadata-token").as_deref() == Some("tok-berth");
+                log2.lock().unwrap().push(format!(
+                    "{method} {path} token={}",
+                    if token_ok { "yes" } else { "no" }
+                ));
+                let (status, body): (&str, String) = match (method, path) {
+                    ("PUT", "/latest/api/token") if refuse_token => ("403 Forbidden", String::new()),
+                    ("PUT", "/latest/api/token")
+                        if header("X-aws-ec2-metadata-token-ttl-seconds").is_some() =>
+                    {
+                        ("200 OK", "tok-berth".into())
+                    }
+                    ("PUT", _) => ("400 Bad Request", String::new()),
+                    (_, _) if !token_ok => ("401 Unauthorized", String::new()),
+                    ("GET", "/latest/user-data") => match user_data {
+                        Some(u) => ("200 OK", u.into()),
+                        None => ("404 Not Found", String::new()),
+                    },
+                    ("GET", "/latest/meta-data/hostname") => ("200 OK", "ip-10-0-2-15.ec2.internal".into()),
+                    ("GET", "/latest/meta-data/public-keys/") => ("200 OK", "0=berth-test".into()),
+                    ("GET", "/latest/meta-data/public-keys/0/openssh-key") => (
+                        "200 OK",
+                        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIImdsTestKeyImdsTestKeyImdsTestKey00 berth-test\n".into(),
+                    ),
+                    _ => ("404 Not Found", String::new()),
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Imds {
+            port,
+            stop,
+            log,
+            thread: Some(thread),
+        }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Imds {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// On EC2 (SMBIOS says "Amazon EC2"), with no local config source, berth-init takes the
+/// config from IMDSv2 user-data over the token flow (the guest reaches the stand-in on the
+/// host's loopback through QEMU's guestfwd at 169.254.169.254:80, and nothing else), and the
+/// hostname and SSH key from the metadata where the config sets none.
+#[test]
+fn ec2_imdsv2_user_data_and_metadata_provision_the_machine() {
+    let img = test_image();
+    let imds = Imds::start(
+        Some(r#"{"version": 1, "files": [{"path": "/etc/motd", "content": "from IMDS\n"}]}"#),
+        false,
+    );
+    // QEMU runs one relay per guest connection, on its stdin/stdout, to the stand-in.
+    let work = tempfile::tempdir().unwrap();
+    let relay = work.path().join("relay.py");
+    fs::write(
+        &relay,
+        "import os, socket, sys, threading\n\
+         s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+         def up():\n    while True:\n        b = os.read(0, 65536)\n        if not b:\n            break\n        s.sendall(b)\n\
+         threading.Thread(target=up, daemon=True).start()\n\
+         while True:\n    b = s.recv(65536)\n    if not b:\n        break\n    os.write(1, b)\n",
+    )
+    .unwrap();
+    let ec2 = |port: u16| {
+        let mut cfg = VmConfig::new(&img.disk()).unwrap();
+        cfg.boot = img.direct("berth.after-ready=poweroff").unwrap();
+        cfg.smbios = vec!["type=1,manufacturer=Amazon EC2,product=m7i.large".into()];
+        // As on EC2, the metadata address is on the instance's link: a /16 of 169.254 here.
+        cfg.user_net = Some(
+            "net=169.254.0.0/16,host=169.254.0.2,dhcpstart=169.254.0.15,dns=169.254.0.3".into(),
+        );
+        cfg.guest_forwards = vec![(
+            "169.254.169.254".parse().unwrap(),
+            80,
+            format!("python3 {} {port}", relay.display()),
+        )];
+        cfg
+    };
+    let mut g = Guest::start("imdsv2", ec2(imds.port)).unwrap();
+    g.wait_for(&ready_line(img), READY_DIRECT).unwrap();
+    g.wait_exit(SHUTDOWN).unwrap();
+    let c = g.console();
+    assert!(
+        c.contains("berth: provisioned from EC2 IMDSv2: hostname=ip-10-0-2-15 files=1 ssh-keys=1 network=0"),
+        "{c}"
+    );
+    assert!(c.contains("berth: hostname ip-10-0-2-15"), "{c}");
+    let reqs = imds.requests();
+    assert_eq!(
+        reqs.first().map(String::as_str),
+        Some("PUT /latest/api/token token=no"),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs.iter().any(|r| r == "GET /latest/user-data token=yes"),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs.iter()
+            .filter(|r| r.starts_with("GET"))
+            .all(|r| r.ends_with("token=yes")),
+        "a GET without the token: {reqs:?}"
+    );
+    drop(g);
+
+    // A token endpoint that answers 403: the boot stops, saying so, and nothing is applied.
+    let refusing = Imds::start(None, true);
+    let mut g = Guest::start("imdsv2-403", ec2(refusing.port)).unwrap();
+    let line = g
+        .wait_for("berth: FATAL: provisioning:", READY_DIRECT)
+        .unwrap();
+    assert!(
+        line.contains("EC2 IMDSv2: PUT http://169.254.169.254/latest/api/token: HTTP 403"),
+        "{line}"
+    );
+    g.wait_exit(Duration::from_secs(60)).unwrap();
+    assert!(
+        !g.console().contains("berth: ready"),
+        "came up unconfigured"
+    );
+}

@@ -118,6 +118,16 @@ pub struct VmConfig {
     /// More disks, read-only raw images on virtio-blk after the boot disk (a `cidata` config
     /// drive, say).
     pub extra_drives: Vec<PathBuf>,
+    /// SMBIOS fields (`type=1,manufacturer=…`), e.g. to look like a cloud's machine.
+    pub smbios: Vec<String>,
+    /// Guest connections to `(guest address, guest port)` are handed, one program per
+    /// connection on its stdin/stdout, to the host command given (QEMU user networking's
+    /// `guestfwd=…-cmd:…`; `restrict=on` still blocks everything else).
+    pub guest_forwards: Vec<(std::net::Ipv4Addr, u16, String)>,
+    /// The user network's addressing (`net=`, `host=`, `dhcpstart=`, `dns=`, comma-separated,
+    /// as QEMU takes them), e.g. to put 169.254.169.254 inside it like a cloud's metadata
+    /// service. `None`: QEMU's 10.0.2.0/24.
+    pub user_net: Option<String>,
     pub accel: Accel,
     pub disk_bus: DiskBus,
 }
@@ -147,6 +157,9 @@ impl VmConfig {
             machine_config: None,
             qmp: None,
             extra_drives: Vec::new(),
+            smbios: Vec::new(),
+            guest_forwards: Vec::new(),
+            user_net: None,
             accel: detect_accel(),
             disk_bus: DiskBus::default(),
         })
@@ -293,8 +306,34 @@ pub fn command(cfg: &VmConfig, work: &Path) -> Result<Command> {
         ));
     }
     let mut net = "user,id=n0,restrict=on".to_string();
+    if let Some(n) = &cfg.user_net {
+        for kv in n.split(',') {
+            let key = kv.split('=').next().unwrap_or("");
+            if !["net", "host", "dhcpstart", "dns"].contains(&key) || !kv.contains('=') {
+                bail!(
+                    "user network option {kv:?}: only net=, host=, dhcpstart= and dns= may be set"
+                );
+            }
+        }
+        net.push(',');
+        net.push_str(n);
+    }
     for (host, guest) in &cfg.forwards {
         net.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+    }
+    for (addr, port, cmd) in &cfg.guest_forwards {
+        if cmd.contains(['\n', '\0']) {
+            bail!("guest forward command {cmd:?} contains a control character");
+        }
+        // QEMU reads ",," as a literal comma inside an option value.
+        let cmd = cmd.replace(',', ",,");
+        net.push_str(&format!(",guestfwd=tcp:{addr}:{port}-cmd:{cmd}"));
+    }
+    for s in &cfg.smbios {
+        if s.contains(['\n', '\0']) {
+            bail!("SMBIOS field {s:?} contains a control character");
+        }
+        c.arg("-smbios").arg(s);
     }
     c.args(["-netdev", &net, "-device", "virtio-net-pci,netdev=n0"]);
     c.args(["-device", "virtio-rng-pci"]);

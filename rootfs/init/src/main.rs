@@ -13,6 +13,7 @@ mod cmdline;
 mod dm;
 mod esp;
 mod gpt;
+mod imds;
 mod initrd;
 mod main_stage;
 mod net;

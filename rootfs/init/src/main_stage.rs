@@ -235,9 +235,15 @@ pub fn run() -> Result<()> {
             warn!("symlink /etc/resolv.conf -> ../run/resolv.conf: {e}");
         }
     }
+    let local = config.is_some();
     let nics = config.map(|c| c.network).unwrap_or_default();
     if let Err(e) = network(&nics) {
         crate::stop_pid1(&format!("provisioning: network: {e}"));
+    }
+    if !local && crate::imds::on_ec2() {
+        if let Err(e) = provision::from_imds() {
+            crate::stop_pid1(&format!("provisioning: {e}"));
+        }
     }
     // Containers need these modules (bridge, veth, netfilter), containerd's start does not:
     // they load on the side while containerd starts.

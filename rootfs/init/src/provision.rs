@@ -8,7 +8,9 @@
 //! Sources, in order: QEMU fw_cfg `opt/org.berth/config`; a config drive (a vfat or iso9660
 //! volume labelled `cidata`, cloud-init's NoCloud convention) holding the config as
 //! `user-data`. The first source that has a config wins; others that also have one are named
-//! in a warning. (EC2 IMDSv2 comes next; with no source at all the image's defaults apply.)
+//! in a warning. On EC2, with none of these, once the network is up: IMDSv2 user-data, with the
+//! hostname and SSH keys from the instance metadata where the config does not set them
+//! ([`from_imds`]). With no source at all the image's defaults apply.
 
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
@@ -97,6 +99,76 @@ fn fw_cfg() -> Result<Option<(String, String)>> {
         ))
     })?;
     Ok(Some((source, text)))
+}
+
+/// EC2: the config from IMDSv2 user-data (404: none), completed with the metadata's hostname
+/// (up to the first dot, as Afterburn does) and SSH keys where it sets none; applied and kept
+/// like any other. Called after the network is up, when no local source had a config.
+pub fn from_imds() -> Result<Option<MachineConfig>> {
+    let source = "EC2 IMDSv2";
+    let ctx = |e: crate::Error| crate::Error(format!("{source}: {}", e.0));
+    let s = crate::imds::Session::open().map_err(ctx)?;
+    let mut c = match s.get("/latest/user-data").map_err(ctx)? {
+        Some(text) if !text.trim().is_empty() => MachineConfig::parse(&text)
+            .map_err(|e| crate::Error(format!("{source}: user-data: {e}")))?,
+        _ => MachineConfig::default(),
+    };
+    if c.hostname.is_none() {
+        if let Some(h) = s.get("/latest/meta-data/hostname").map_err(ctx)? {
+            let h = h.trim().split('.').next().unwrap_or("").to_string();
+            if berth_contract::config::valid_hostname(&h) {
+                c.hostname = Some(h);
+            }
+        }
+    }
+    if c.ssh_authorized_keys.is_empty() {
+        // `0=my-key` lines; each key's text is at public-keys/<n>/openssh-key.
+        let list = s
+            .get("/latest/meta-data/public-keys/")
+            .map_err(ctx)?
+            .unwrap_or_default();
+        for line in list.lines() {
+            let Some(n) = line
+                .split('=')
+                .next()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty())
+            else {
+                continue;
+            };
+            if let Some(k) = s
+                .get(&format!("/latest/meta-data/public-keys/{n}/openssh-key"))
+                .map_err(ctx)?
+            {
+                c.ssh_authorized_keys.push(k.trim().to_string());
+            }
+        }
+    }
+    // What is kept is what the machine runs with: checked again, as any config is.
+    let text = c.to_json();
+    let c = MachineConfig::parse(&text).map_err(|e| crate::Error(format!("{source}: {e}")))?;
+    apply(&c).map_err(|e| crate::Error(format!("{source}: applying: {e}")))?;
+    if let Some(h) = &c.hostname {
+        sys::sethostname(h).ctx(|| format!("sethostname {h:?}"))?;
+        say!(
+            "hostname {}",
+            crate::read_trim("/proc/sys/kernel/hostname")?
+        );
+    }
+    write_atomic(APPLIED, text.as_bytes(), 0o600, 0, 0)?;
+    sys::sync();
+    say!(
+        "provisioned from {source}: hostname={} files={} ssh-keys={} network={}{}",
+        c.hostname.as_deref().unwrap_or("(image)"),
+        c.files.len(),
+        c.ssh_authorized_keys.len(),
+        c.network.len(),
+        if c.network.is_empty() {
+            ""
+        } else {
+            " (network settings apply from the next boot)"
+        }
+    );
+    Ok(Some(c))
 }
 
 /// The label a config drive carries (NoCloud's), compared without case.
