@@ -12,7 +12,7 @@ use crate::formats::{self, Format, FormatCtx};
 use crate::profile::{self, Profile};
 use crate::root::init::{self, Init};
 use crate::units::Bytes;
-use crate::util::output::Staging;
+use crate::util::output::{self, Staging};
 use crate::util::printer::Printer;
 use crate::{boot, cache, disk, fetch, outdir, root};
 
@@ -37,6 +37,11 @@ pub struct BuildResult {
 
 pub fn build(opts: &BuildOptions, p: &Printer) -> Result<BuildResult> {
     let profile = load_profile(&opts.profile, p)?;
+    let out_dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| outdir::default_out(&profile));
+    output::check_target(&out_dir, outdir::MANIFEST)?;
     let lock = fetch::lock_for(&profile, &opts.cache_dir, p)?;
     let init = locate_init(opts, &profile, p)?;
     let formats = formats::plan(opts.formats.as_deref().unwrap_or(&profile.outputs.formats))?;

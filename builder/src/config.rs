@@ -88,7 +88,7 @@ mod tests {
         std::fs::write(&p, "{\"version\": 1, \"nope\": 1}").unwrap();
         let e = format!("{:#}", read(&p).unwrap_err());
         assert!(
-            e.starts_with(&format!("{}:1:16: key `nope`", p.display())),
+            e.starts_with(&format!("{}:1:24: key `nope`", p.display())),
             "{e}"
         );
         std::fs::write(&p, [0xff, 0xfe, 0, 1]).unwrap();

@@ -54,16 +54,31 @@ fn run(cli: Cli) -> Result<Option<i32>> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
+    let json = cli.global.json;
     match run(cli) {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(sig)) => ExitCode::from(u8::try_from(128 + sig).unwrap_or(1)),
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<berth_aws::Interrupted>().is_some() {
-                // The shell's convention for "stopped by SIGINT".
-                return ExitCode::from(130);
+            // The shell's convention for "stopped by SIGINT" when a publish was interrupted.
+            let code = if e.downcast_ref::<berth_aws::Interrupted>().is_some() {
+                130
+            } else {
+                1
+            };
+            if json {
+                // With --json, a failure is a document too: what failed, the cause chain, the
+                // exit code (which stays non-zero).
+                let doc = serde_json::json!({
+                    "error": {
+                        "message": e.to_string(),
+                        "causes": e.chain().skip(1).map(|c| c.to_string()).collect::<Vec<_>>(),
+                        "exit-code": code,
+                    }
+                });
+                Printer::new(Mode::Json).json(&doc);
             }
-            ExitCode::from(1)
+            ExitCode::from(code)
         }
     }
 }

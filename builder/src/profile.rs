@@ -745,6 +745,14 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
         }
     }
 
+    if let Some(c) = &kernel.cmdline {
+        if c.chars().any(|ch| ch.is_control() && ch != ' ') || c.contains('"') {
+            bail!(
+                "{}: key `kernel.cmdline`: {c:?} holds a newline, control character or double quote, which a boot entry's options line cannot carry",
+                first()
+            );
+        }
+    }
     let binaries: Vec<ImagePath> = runtime
         .binaries
         .map(|b| b.into_iter().map(|p| p.0).collect())
@@ -902,6 +910,14 @@ fn validate_file(profile: &Path, dir: &Path, f: RawFile) -> Result<FileSpec> {
         }
         FileSource::Attrs
     };
+    for (key, id) in [("uid", f.uid), ("gid", f.gid)] {
+        if id == Some(u32::MAX) {
+            bail!(
+                "{}: [[files]] entry for {path}: `{key} = 4294967295` is (uid_t)-1, which the kernel reads as \"no owner\": give a real id (0-4294967294)",
+                profile.display()
+            );
+        }
+    }
     Ok(FileSpec {
         path,
         what,
@@ -1133,6 +1149,19 @@ source-date-epoch = 1700000000
             e.contains(&format!("p.toml:{second}:")) && e.contains(&format!("line {first}")),
             "{e}"
         );
+    }
+
+    /// Regressions (BAD-10): a newline in kernel.cmdline, and uid 4294967295.
+    #[test]
+    fn cmdline_control_characters_and_uid_minus_one_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let text = format!("{MINIMAL}\n[kernel]\ncmdline = \"console=ttyS0\\ninit=/bin/sh\"\n");
+        let e = format!("{:#}", load(&write(d.path(), "p.toml", &text)).unwrap_err());
+        assert!(e.contains("kernel.cmdline") && e.contains("newline"), "{e}");
+        let text =
+            format!("{MINIMAL}\n[[files]]\npath = \"/etc/x\"\ncontent = \"x\"\nuid = 4294967295\n");
+        let e = format!("{:#}", load(&write(d.path(), "p.toml", &text)).unwrap_err());
+        assert!(e.contains("uid = 4294967295"), "{e}");
     }
 
     #[test]

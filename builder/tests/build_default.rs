@@ -515,7 +515,9 @@ fn interrupted_build_leaves_previous_output_untouched() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     fs::create_dir(&out).unwrap();
+    // A previous output (berth replaces only its own output directories).
     fs::write(out.join("previous"), "keep me").unwrap();
+    fs::write(out.join("manifest.json"), "{}").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args([
             "build",
@@ -556,17 +558,17 @@ fn interrupted_build_leaves_previous_output_untouched() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "exit code after SIGINT");
     assert_eq!(fs::read_to_string(out.join("previous")).unwrap(), "keep me");
-    assert_eq!(fs::read_dir(&out).unwrap().count(), 1);
+    assert_eq!(fs::read_dir(&out).unwrap().count(), 2);
     assert!(
         !staging.exists(),
         "staging directory {} left behind",
         staging.display()
     );
-    assert_eq!(
-        fs::read_dir(tmp.path()).unwrap().count(),
-        1,
-        "stray files beside the output"
-    );
+    let beside: Vec<String> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(beside, ["out"], "stray files beside the output");
 }
 
 /// Bytes `[offset, offset+len)` of `file`, written to a new file in `dir`.
@@ -859,6 +861,34 @@ fn inspect_into_a_closed_pipe_exits_zero() {
         Some(0),
         "berth's exit status; stderr: {err}"
     );
+}
+
+/// Regression (BAD-2): `--out` naming an existing file is refused before any work, and the
+/// file is left as it was (it used to be hidden as `.NAME.old` behind a build directory).
+#[test]
+fn out_naming_a_regular_file_is_refused_and_left_alone() {
+    let b = built();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("notes.txt");
+    fs::write(&file, "my notes").unwrap();
+    let o = build(&b.ws, "profiles/qemu.toml", &file, &b.cache, &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("notes.txt") && err.contains("not a directory"),
+        "{err}"
+    );
+    assert_eq!(fs::read_to_string(&file).unwrap(), "my notes");
+    let names: Vec<String> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["notes.txt"], "nothing else may appear");
 }
 
 /// Outputs are readable by others (a web server serving them runs as another user).

@@ -213,3 +213,22 @@ fn config_check_and_run_refuse_a_bad_machine_config() {
         &[&want],
     );
 }
+
+/// Regression (BAD-9): with --json, a failure is a JSON document on stdout, and the exit code
+/// stays non-zero.
+#[test]
+fn json_failures_are_a_document_on_stdout() {
+    let d = tempfile::tempdir().unwrap();
+    let o = berth(&["--json", "run", "nope/disk.raw"], &[], d.path());
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
+    assert_eq!(v["error"]["exit-code"], 1);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nope/disk.raw"),
+        "{v}"
+    );
+    assert!(v["error"]["causes"].is_array());
+}

@@ -214,7 +214,7 @@ pub(crate) fn write_stream_optimized(
     workers: usize,
     progress: &Progress,
 ) -> Result<u64> {
-    if o.capacity % SECTOR != 0 {
+    if !o.capacity.is_multiple_of(SECTOR) {
         bail!(
             "a VMDK's capacity must be whole sectors; {} is not",
             o.capacity

@@ -279,7 +279,7 @@ pub fn verify<R: Read, H: Read>(
 }
 
 fn check_data_size(data_size: u64) -> Result<u64> {
-    if data_size == 0 || data_size % BLOCK_SIZE != 0 {
+    if data_size == 0 || !data_size.is_multiple_of(BLOCK_SIZE) {
         bail!("verity: data size {data_size} is not a non-zero multiple of {BLOCK_SIZE} bytes");
     }
     Ok(data_size / BLOCK_SIZE)

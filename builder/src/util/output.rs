@@ -10,6 +10,8 @@ use anyhow::{Context, Result};
 
 /// Staging directories alive in this process, removed by the signal handler.
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// Their lock files, removed by the signal handler too.
+static LOCKS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// Removes every staging directory this process has alive: for the binary's signal handler,
 /// which then exits (the library never does), so an interrupted build leaves nothing behind.
@@ -18,12 +20,77 @@ pub fn remove_live_staging() {
     for d in dirs {
         let _ = fs::remove_dir_all(&d);
     }
+    let locks = LOCKS.lock().map(|v| v.clone()).unwrap_or_default();
+    for l in locks {
+        let _ = fs::remove_file(&l);
+    }
 }
 
 pub struct Staging {
     dir: PathBuf,
     target: PathBuf,
     committed: bool,
+    /// Held (flock) while this process writes `target`; removed and released on drop.
+    lock: fs::File,
+    lock_path: PathBuf,
+}
+
+/// Checks, before any work, that a build may replace `target`: it does not exist, or it is a
+/// directory that is empty or holds a previous output (`marker`, e.g. manifest.json). Anything
+/// else (a regular file, someone's directory) is refused, and nothing of it is moved.
+pub fn check_target(target: &Path, marker: &str) -> Result<()> {
+    let meta = match fs::symlink_metadata(target) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        r => r.with_context(|| format!("reading {}", target.display()))?,
+    };
+    if !meta.is_dir() {
+        anyhow::bail!(
+            "--out {}: exists and is not a directory; give a new path or a previous berth output directory",
+            target.display()
+        );
+    }
+    let empty = fs::read_dir(target)
+        .with_context(|| format!("reading {}", target.display()))?
+        .next()
+        .is_none();
+    if !empty && !target.join(marker).is_file() {
+        anyhow::bail!(
+            "--out {}: a non-empty directory that is not a berth output (no {marker}); berth replaces its output directory whole, so give a new path",
+            target.display()
+        );
+    }
+    Ok(())
+}
+
+/// Whether process `pid` is alive (on Linux: has a /proc entry).
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes `<parent>/.<name>.tmp-<pid>[.old]` left by builds whose process no longer runs
+/// (killed with SIGKILL, or the machine went down).
+fn remove_stale(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        let pid = rest.strip_suffix(".old").unwrap_or(rest);
+        if let Ok(pid) = pid.parse::<u32>() {
+            if pid != std::process::id() && !alive(pid) {
+                match fs::remove_dir_all(e.path()) {
+                    Ok(()) => tracing::info!("removed stale {}", e.path().display()),
+                    Err(err) => {
+                        tracing::warn!("could not remove stale {}: {err}", e.path().display())
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Staging {
@@ -38,6 +105,36 @@ impl Staging {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "out".into());
+        // One writer per output directory: the lock says who holds it.
+        let lock_path = parent.join(format!(".{name}.lock"));
+        let mut lock = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        use std::os::unix::fs::MetadataExt;
+        // Locked, and still the file at that path: a holder removes it before it unlocks, so
+        // a lock taken on a just-removed file does not count.
+        let ours = |f: &fs::File| {
+            f.metadata().ok().map(|m| m.ino()) == fs::metadata(&lock_path).ok().map(|m| m.ino())
+        };
+        if lock.try_lock().is_err() || !ours(&lock) {
+            let holder = fs::read_to_string(&lock_path).unwrap_or_default();
+            anyhow::bail!(
+                "another berth (pid {}) is writing {}; wait for it, or give another --out",
+                holder.trim(),
+                target.display()
+            );
+        }
+        {
+            use std::io::{Seek, Write};
+            let _ = lock.set_len(0);
+            let _ = lock.rewind();
+            let _ = writeln!(lock, "{}", std::process::id());
+        }
+        remove_stale(parent, &name);
         let dir = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         if dir.exists() {
             fs::remove_dir_all(&dir)
@@ -47,10 +144,15 @@ impl Staging {
         if let Ok(mut v) = LIVE.lock() {
             v.push(dir.clone());
         }
+        if let Ok(mut v) = LOCKS.lock() {
+            v.push(lock_path.clone());
+        }
         Ok(Staging {
             dir,
             target: target.to_path_buf(),
             committed: false,
+            lock,
+            lock_path,
         })
     }
 
@@ -99,6 +201,12 @@ impl Drop for Staging {
             let _ = fs::remove_dir_all(&self.dir);
             self.forget();
         }
+        // Remove the lock file while still holding the lock (see `new`); closing releases it.
+        let _ = fs::remove_file(&self.lock_path);
+        if let Ok(mut v) = LOCKS.lock() {
+            v.retain(|l| l != &self.lock_path);
+        }
+        let _ = &self.lock;
     }
 }
 
@@ -121,6 +229,57 @@ pub fn persist<F>(tmp: tempfile::NamedTempFile<F>, dest: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Regression (BAD-2): an existing regular file or a foreign directory at --out is refused
+    /// and left alone; an empty directory or a previous output is fine.
+    #[test]
+    fn only_new_empty_or_previous_output_targets_are_accepted() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("file");
+        fs::write(&file, "mine").unwrap();
+        let e = check_target(&file, "manifest.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a directory"), "{e}");
+        assert_eq!(fs::read_to_string(&file).unwrap(), "mine");
+        let foreign = d.path().join("photos");
+        fs::create_dir(&foreign).unwrap();
+        fs::write(foreign.join("a.jpg"), "x").unwrap();
+        assert!(check_target(&foreign, "manifest.json")
+            .unwrap_err()
+            .to_string()
+            .contains("not a berth output"));
+        let empty = d.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        check_target(&empty, "manifest.json").unwrap();
+        fs::write(foreign.join("manifest.json"), "{}").unwrap();
+        check_target(&foreign, "manifest.json").unwrap();
+        check_target(&d.path().join("new"), "manifest.json").unwrap();
+    }
+
+    /// Regression (BAD-6, BAD-7): staging left by a dead process is removed by the next one;
+    /// a second writer of the same output is refused naming the first one's pid.
+    #[test]
+    fn stale_staging_goes_and_a_second_writer_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("out");
+        // A pid that is not running (pid_max is at most 2^22).
+        let stale = d.path().join(".out.tmp-4194304999");
+        fs::create_dir(&stale).unwrap();
+        fs::write(stale.join("disk.raw"), "x").unwrap();
+        let s = Staging::new(&target).unwrap();
+        assert!(!stale.exists(), "stale staging was not removed");
+        let e = Staging::new(&target)
+            .err()
+            .expect("a second writer must be refused")
+            .to_string();
+        assert!(
+            e.contains(&format!("another berth (pid {})", std::process::id())) && e.contains("out"),
+            "{e}"
+        );
+        drop(s);
+        Staging::new(&target).unwrap();
+    }
+
     #[test]
     fn commit_replaces_and_drop_discards() {
         let d = tempfile::tempdir().unwrap();
@@ -132,15 +291,19 @@ mod tests {
             fs::write(s.file("half"), "x").unwrap();
         } // dropped: failure path
         assert!(target.join("old").exists());
-        assert_eq!(
-            fs::read_dir(d.path()).unwrap().count(),
-            1,
-            "no staging left behind"
-        );
+        let left: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["out"], "no staging or lock file left behind");
         let s = Staging::new(&target).unwrap();
         fs::write(s.file("new"), "2").unwrap();
         s.commit().unwrap();
         assert!(target.join("new").exists() && !target.join("old").exists());
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "only the output"
+        );
     }
 }

@@ -110,7 +110,7 @@ pub fn write<W: Write + Seek>(
     progress: Option<ProgressBar>,
 ) -> Result<Ext4Stats> {
     m.validate().context("cannot write the ext4 image")?;
-    if opts.size == 0 || opts.size % BLOCK_SIZE != 0 {
+    if opts.size == 0 || !opts.size.is_multiple_of(BLOCK_SIZE) {
         bail!(
             "ext4 image size {} is not a positive multiple of {BLOCK_SIZE}",
             opts.size

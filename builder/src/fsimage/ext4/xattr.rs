@@ -73,7 +73,7 @@ fn split_name(full: &str) -> Result<(u8, &[u8])> {
 /// Converts a VFS POSIX ACL (`posix_acl_xattr_header` version 2, 8-byte entries) into ext4's
 /// disk format (version 1; 4-byte entries except named users and groups).
 fn acl_to_disk(v: &[u8]) -> Result<Vec<u8>> {
-    if v.len() < 4 || (v.len() - 4) % 8 != 0 || v[..4] != 2u32.to_le_bytes() {
+    if v.len() < 4 || !(v.len() - 4).is_multiple_of(8) || v[..4] != 2u32.to_le_bytes() {
         bail!("not a version 2 POSIX ACL ({} bytes)", v.len());
     }
     let mut out = 1u32.to_le_bytes().to_vec();

@@ -65,7 +65,7 @@ impl Geometry {
     /// Lays out a volume of `size` bytes. Fails if `size` is not whole sectors, exceeds FAT32's
     /// 2 TiB, or is too small to hold the 65 525 clusters FAT32 needs.
     pub fn plan(size: u64) -> Result<Geometry, FatError> {
-        if size % SECTOR != 0 {
+        if !size.is_multiple_of(SECTOR) {
             return Err(FatError::Unaligned { size });
         }
         let total = u32::try_from(size / SECTOR).map_err(|_| FatError::TooLarge { size })?;
@@ -89,7 +89,7 @@ impl Geometry {
             let data = after_reserved.saturating_sub(FAT_COUNT * fat);
             data / spc + 2 <= fat * entries_per_sector
         };
-        while !covers(fat) || (RESERVED_SECTORS + FAT_COUNT * fat) % spc != 0 {
+        while !covers(fat) || !(RESERVED_SECTORS + FAT_COUNT * fat).is_multiple_of(spc) {
             fat += 1;
         }
         let data = after_reserved.checked_sub(FAT_COUNT * fat)?;
