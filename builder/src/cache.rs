@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::artifacts::BuildManifest;
 use crate::fetch::lock::Lock;
 use crate::formats::Format;
-use crate::outdir::MANIFEST;
+use crate::outdir::{hash_all, MANIFEST, SHA256SUMS};
 use crate::profile::{self, Profile};
 use crate::util::printer::Printer;
 use crate::util::sparse;
@@ -165,9 +165,47 @@ pub fn reuse(
         sparse::copy(&dir.join(f), &staging.join(f))
             .with_context(|| format!("copying cached {f} from {}", dir.display()))?;
     }
+    // A cache entry is checked before it is served: every file against the entry's
+    // SHA256SUMS. A damaged one is dropped, with a warning, and the build runs instead.
+    if let Err(e) = verify(staging, names) {
+        tracing::warn!(
+            "the cached build in {} is damaged ({e:#}); dropping it and building again",
+            dir.display()
+        );
+        printer.info(&format!(
+            "  cached build {} is damaged ({e:#}): building again",
+            key.short()
+        ));
+        for f in names {
+            let _ = fs::remove_file(staging.join(f));
+        }
+        let _ = fs::remove_dir_all(&dir);
+        return Ok(None);
+    }
     let m = BuildManifest::read(staging)?;
-    step.done(&format!("inputs unchanged ({})", key.short()));
+    step.done(&format!("inputs unchanged ({}), checked", key.short()));
     Ok(Some(m))
+}
+
+/// Checks the files `names` in `dir` against `dir/SHA256SUMS`: each must be listed, with the
+/// sum of its bytes.
+fn verify(dir: &Path, names: &[&str]) -> Result<()> {
+    let sums = fs::read_to_string(dir.join(SHA256SUMS)).context("reading SHA256SUMS")?;
+    let listed: std::collections::BTreeMap<&str, &str> = sums
+        .lines()
+        .filter_map(|l| l.split_once("  ").map(|(h, n)| (n, h)))
+        .collect();
+    let files: Vec<&str> = names.iter().copied().filter(|n| *n != SHA256SUMS).collect();
+    for (f, sum) in files.iter().zip(hash_all(dir, &files)?) {
+        match listed.get(f) {
+            None => anyhow::bail!("{f} is not in its SHA256SUMS"),
+            Some(want) if *want != sum.sha256 => {
+                anyhow::bail!("{f}: sha256 {}, SHA256SUMS says {want}", sum.sha256)
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Keeps a copy of a finished build for the next one with the same key. Best effort: a full

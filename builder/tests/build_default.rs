@@ -839,6 +839,51 @@ fn a_builder_only_change_misses_the_cache() {
     );
 }
 
+/// Regression (BAD-1): a corrupted cached build was reused and reported as success. Eight
+/// bytes of root.verity changed in the cache entry: the next build says the entry is damaged,
+/// builds again, and its output passes `sha256sum -c`.
+#[test]
+fn a_corrupted_cache_entry_is_dropped_and_rebuilt() {
+    let b = built();
+    let tmp = tempfile::tempdir().unwrap();
+    // A private copy of the shared cache, so the other tests keep a good one.
+    let cache = tmp.path().join("cache");
+    copy_tree(&b.cache, &cache);
+    let entry = fs::read_dir(cache.join("builds"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("root.verity").is_file())
+        .expect("a cache entry");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(entry.join("root.verity"))
+            .unwrap();
+        f.seek(SeekFrom::Start(8192)).unwrap();
+        f.write_all(&[0xAB; 8]).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let o = build(&b.ws, "profiles/qemu.toml", &out, &cache, &["--json"]);
+    ok(&o, "build over a damaged cache entry");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["cached"], false, "a damaged entry was served");
+    let check = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&out)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    assert_eq!(
+        sha256(&out.join("root.verity")),
+        sha256(&b.out.join("root.verity"))
+    );
+}
+
 /// Regression: `berth inspect | head -1` panicked on the closed pipe; it must exit 0 quietly.
 #[test]
 fn inspect_into_a_closed_pipe_exits_zero() {
