@@ -208,6 +208,48 @@ fn verify(dir: &Path, names: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Removes the cached build results under `cache_dir` (and with `all`, everything berth keeps
+/// there: packages, apt state, the berth-init build). Returns the bytes freed (allocated
+/// blocks, so sparse disk images count for what they take).
+pub fn clean(cache_dir: &Path, all: bool) -> Result<u64> {
+    fn usage(p: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(m) = fs::symlink_metadata(p) else {
+            return 0;
+        };
+        let own = m.blocks() * 512;
+        if !m.is_dir() {
+            return own;
+        }
+        own + fs::read_dir(p)
+            .map(|d| d.flatten().map(|e| usage(&e.path())).sum::<u64>())
+            .unwrap_or(0)
+    }
+    if !cache_dir.exists() {
+        return Ok(0);
+    }
+    let targets: Vec<PathBuf> = if all {
+        fs::read_dir(cache_dir)
+            .with_context(|| format!("reading {}", cache_dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .collect()
+    } else {
+        vec![cache_dir.join("builds")]
+    };
+    let mut freed = 0;
+    for t in targets.iter().filter(|t| t.exists()) {
+        freed += usage(t);
+        if t.is_dir() {
+            fs::remove_dir_all(t)
+        } else {
+            fs::remove_file(t)
+        }
+        .with_context(|| format!("removing {}", t.display()))?;
+    }
+    Ok(freed)
+}
+
 /// Keeps a copy of a finished build for the next one with the same key. Best effort: a full
 /// disk only costs speed, so failures are warnings.
 pub fn store(cache_dir: &Path, key: &Key, staged: &Path, names: &[&str]) {
@@ -337,6 +379,22 @@ mod tests {
                 assert_ne!(ka, kb, "{a} and {b} gave the same key");
             }
         }
+    }
+
+    #[test]
+    fn clean_removes_builds_and_with_all_everything() {
+        let d = tempfile::tempdir().unwrap();
+        let c = d.path().join("cache");
+        fs::create_dir_all(c.join("builds/abc")).unwrap();
+        fs::write(c.join("builds/abc/disk.raw"), vec![1u8; 100_000]).unwrap();
+        fs::create_dir_all(c.join("debs")).unwrap();
+        fs::write(c.join("debs/x.deb"), b"deb").unwrap();
+        let freed = clean(&c, false).unwrap();
+        assert!(freed >= 100_000, "{freed}");
+        assert!(!c.join("builds").exists() && c.join("debs/x.deb").exists());
+        assert!(clean(&c, true).unwrap() > 0);
+        assert_eq!(fs::read_dir(&c).unwrap().count(), 0);
+        assert_eq!(clean(&d.path().join("none"), true).unwrap(), 0);
     }
 
     #[test]

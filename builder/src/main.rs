@@ -46,6 +46,7 @@ fn run(cli: Cli) -> Result<Option<i32>> {
         Command::Run(a) => return cli::run::run(a, &printer),
         Command::Publish(c) => cli::publish::run(c, &printer)?,
         Command::Config(c) => cli::config::run(c, &printer)?,
+        Command::Clean(a) => cli::clean::run(a, cache, &printer)?,
         Command::Lock(a) => cli::lock::run(a, cache, &printer)?,
     }
     Ok(None)

@@ -2,6 +2,7 @@
 //! the library), and the signal handling that belongs to the process.
 
 pub mod build;
+pub mod clean;
 pub mod config;
 pub mod inspect;
 pub mod lock;
@@ -57,6 +58,7 @@ pub enum Command {
     Publish(publish::PublishCommand),
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    Clean(clean::CleanArgs),
     Lock(lock::LockArgs),
 }
 
