@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use berth_contract::config::{Addressing, Interface, MachineConfig, MAX_CONFIG_BYTES};
+use berth_contract::config::{
+    ipv4_text as ip, Addressing, Interface, MachineConfig, MAX_CONFIG_BYTES,
+};
 
 /// Reads and checks `path`; errors are `PATH:LINE:COL: key ...: why`.
 pub fn read(path: &Path) -> Result<MachineConfig> {
@@ -52,7 +54,6 @@ pub fn summary(c: &MachineConfig) -> String {
                 gateway,
                 dns,
             } => {
-                let ip = |a: &[u8; 4]| format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3]);
                 format!(
                     "{}/{prefix} gateway {} dns [{}]",
                     ip(address),

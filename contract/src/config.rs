@@ -353,7 +353,9 @@ fn quote(s: &str) -> String {
     out
 }
 
-fn ip(a: &[u8; 4]) -> String {
+/// An IPv4 address as text (`10.0.2.15`): for the JSON writer, `berth config check` and the
+/// init's console line alike.
+pub fn ipv4_text(a: &[u8; 4]) -> String {
     format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])
 }
 
@@ -382,14 +384,18 @@ impl MachineConfig {
                             gateway,
                             dns,
                         } => {
-                            let mut v =
-                                alloc::vec![format!("\"address\": \"{}/{prefix}\"", ip(address))];
+                            let mut v = alloc::vec![format!(
+                                "\"address\": \"{}/{prefix}\"",
+                                ipv4_text(address)
+                            )];
                             if let Some(g) = gateway {
-                                v.push(format!("\"gateway\": \"{}\"", ip(g)));
+                                v.push(format!("\"gateway\": \"{}\"", ipv4_text(g)));
                             }
                             if !dns.is_empty() {
-                                let d: Vec<String> =
-                                    dns.iter().map(|d| format!("\"{}\"", ip(d))).collect();
+                                let d: Vec<String> = dns
+                                    .iter()
+                                    .map(|d| format!("\"{}\"", ipv4_text(d)))
+                                    .collect();
                                 v.push(format!("\"dns\": [{}]", d.join(", ")));
                             }
                             v.join(", ")

@@ -451,14 +451,7 @@ mod tests {
     #[test]
     fn network_is_always_restricted_and_forwards_bind_loopback() {
         let d = tempfile::tempdir().unwrap();
-        let disk = d.path().join("disk.raw");
-        fs::write(&disk, vec![0u8; 4096]).unwrap();
-        let mut cfg = VmConfig::new(&disk).unwrap();
-        cfg.boot = Boot::Direct {
-            kernel: "k".into(),
-            initrd: "i".into(),
-            cmdline: "c".into(),
-        };
+        let mut cfg = direct_cfg(d.path(), "disk.raw");
         cfg.forwards = vec![(2222, 22)];
         cfg.accel = Accel::Tcg;
         let Ok(c) = command(&cfg, d.path()) else {

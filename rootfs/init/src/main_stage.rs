@@ -339,7 +339,7 @@ fn network(nics: &[Nic]) -> Result<()> {
                 dns,
             } => {
                 net::static_address(&name, *address, *prefix, *gateway, dns)?;
-                let ip = |a: &[u8; 4]| std::net::Ipv4Addr::from(*a).to_string();
+                let ip = berth_contract::config::ipv4_text;
                 say!(
                     "network {name} address={}/{prefix} router={} static",
                     ip(address),
