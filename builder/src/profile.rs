@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use berth_contract::service::Service;
+
 use crate::fsimage::manifest::ImagePath;
 use crate::units::Bytes;
 
@@ -78,6 +80,7 @@ pub struct Profile {
     pub runtime: Runtime,
     pub boot: Boot,
     pub containers: Vec<Container>,
+    pub admin: Option<Admin>,
     pub outputs: Outputs,
     pub init: Init,
     pub overlays: Vec<Overlay>,
@@ -140,18 +143,47 @@ pub struct Boot {
     pub timeout: u32,
 }
 
-/// An OCI image berth builds from Debian packages and bakes into the root, and the service
-/// that runs it.
+/// An OCI image berth bakes into the root (built from Debian packages, or taken from an OCI
+/// archive the user supplies), and the service that runs it.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Container {
     pub name: String,
     /// Image reference, e.g. `localhost/berth/hello:0.1.0`.
     pub image: String,
-    pub packages: Vec<String>,
-    pub command: Vec<String>,
-    /// Run once at boot and wait (true), or keep running, restarted when it exits (false).
-    pub oneshot: bool,
+    pub source: ImageSource,
+    /// How berth-init runs it, as the services file has it (`berth_contract::service`).
+    #[serde(serialize_with = "service_json")]
+    pub service: Service,
+}
+
+/// What a container image is made of.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageSource {
+    /// Debian packages (with their dependencies), merged-/usr.
+    Packages(Vec<String>),
+    /// An OCI image layout (tar or directory) or a `docker save` archive, inside the profile's
+    /// directory.
+    Archive(PathBuf),
+}
+
+fn service_json<S: serde::Serializer>(s: &Service, ser: S) -> std::result::Result<S::Ok, S::Error> {
+    let v: serde_json::Value =
+        serde_json::from_str(&s.to_json()).map_err(serde::ser::Error::custom)?;
+    v.serialize(ser)
+}
+
+/// The admin container: an SSH server (dropbear) and a busybox shell, with `berthctl` and
+/// `ctr`, in the host's network and PID namespaces.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Admin {
+    /// The login name (uid 0 in the container).
+    pub user: String,
+    pub port: u16,
+    /// Public keys baked into the image (the machine config adds its own).
+    pub authorized_keys: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -226,6 +258,7 @@ struct RawProfile {
     runtime: Option<RawRuntime>,
     boot: Option<RawBoot>,
     containers: Option<Vec<RawContainer>>,
+    admin: Option<RawAdmin>,
     outputs: Option<RawOutputs>,
     init: Option<RawInit>,
     overlays: Option<Vec<String>>,
@@ -288,15 +321,41 @@ impl<'de> Deserialize<'de> for FormatName {
     }
 }
 
+/// The service keys are the services file's (`berth_contract::service`), checked by its parser.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawContainer {
-    name: Name,
+    name: toml::Spanned<Name>,
     image: Option<String>,
-    packages: Vec<PackageName>,
-    command: Vec<String>,
+    packages: Option<Vec<PackageName>>,
+    archive: Option<String>,
     #[serde(default)]
     oneshot: bool,
+    command: Option<toml::Value>,
+    env: Option<toml::Value>,
+    mounts: Option<toml::Value>,
+    network: Option<toml::Value>,
+    restart: Option<toml::Value>,
+    depends_on: Option<toml::Value>,
+    ready: Option<toml::Value>,
+    ready_timeout: Option<toml::Value>,
+    required: Option<toml::Value>,
+    host_pid: Option<toml::Value>,
+    privileged: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawAdmin {
+    #[serde(default = "default_true")]
+    enabled: bool,
+    user: Option<String>,
+    port: Option<u16>,
+    authorized_keys: Option<Vec<String>>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -612,7 +671,9 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
     let mut kernel = RawKernel::default();
     let mut runtime = RawRuntime::default();
     let mut boot = RawBoot::default();
-    let mut containers: Vec<RawContainer> = Vec::new();
+    let mut containers: Vec<(RawContainer, PathBuf, PathBuf, String)> = Vec::new();
+    let mut admin: Option<RawAdmin> = None;
+    let mut admin_file = PathBuf::new();
     let mut outputs = RawOutputs::default();
     let mut init: Option<PathBuf> = None;
     let mut overlays: Vec<Overlay> = Vec::new();
@@ -656,14 +717,18 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
         }
         for c in raw.containers.unwrap_or_default() {
             // A child's container of the same name replaces the base's.
-            containers.retain(|o| o.name.0 != c.name.0);
-            if c.command.is_empty() {
-                bail!("{}: [[containers]] {:?}: `command` is empty: give the program and its arguments", layer.path.display(), c.name.0);
-            }
-            if c.packages.is_empty() {
-                bail!("{}: [[containers]] {:?}: `packages` is empty: name the Debian packages the image is made of (e.g. [\"busybox-static\"])", layer.path.display(), c.name.0);
-            }
-            containers.push(c);
+            containers.retain(|(o, ..)| o.name.get_ref().0 != c.name.get_ref().0);
+            containers.push((c, layer.path.clone(), dir.clone(), layer.text.clone()));
+        }
+        if let Some(a) = raw.admin {
+            let base = admin.take().unwrap_or_default();
+            admin = Some(RawAdmin {
+                enabled: a.enabled,
+                user: a.user.or(base.user),
+                port: a.port.or(base.port),
+                authorized_keys: a.authorized_keys.or(base.authorized_keys),
+            });
+            admin_file = layer.path.clone();
         }
         if let Some(o) = raw.outputs {
             outputs.formats = o.formats.or(outputs.formats);
@@ -775,6 +840,26 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
         bail!("{}: key `runtime.packages` is empty but `runtime.binaries` lists files: name the packages that ship them", first());
     }
 
+    let containers = containers
+        .into_iter()
+        .map(|(c, file, dir, text)| container(c, &file, &dir, &text, &version))
+        .collect::<Result<Vec<_>>>()?;
+    let admin = admin
+        .filter(|a| a.enabled)
+        .map(|a| validate_admin(a, &admin_file))
+        .transpose()?;
+    for c in &containers {
+        if admin.is_some() && c.name == ADMIN_SERVICE {
+            bail!("{}: [[containers]] {:?}: the name is taken by the admin container (`[admin]`); choose another", top.display(), c.name);
+        }
+    }
+    let mut all: Vec<Service> = containers.iter().map(|c| c.service.clone()).collect();
+    if admin.is_some() {
+        all.push(Service::new(ADMIN_SERVICE, "admin"));
+    }
+    berth_contract::service::check(&all)
+        .map_err(|e| anyhow::anyhow!("{}: [[containers]]: {e}", top.display()))?;
+
     Ok(Profile {
         path: top.to_path_buf(),
         sources,
@@ -837,23 +922,129 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
                 .collect(),
             qcow2_compressed: outputs.qcow2_compressed.unwrap_or(false),
         },
-        containers: containers
-            .into_iter()
-            .map(|c| Container {
-                image: c
-                    .image
-                    .unwrap_or_else(|| format!("localhost/berth/{}:{}", c.name.0, version)),
-                name: c.name.0,
-                packages: c.packages.into_iter().map(|p| p.0).collect(),
-                command: c.command,
-                oneshot: c.oneshot,
-            })
-            .collect(),
+        containers,
+        admin,
         runtime: Runtime { packages, binaries },
         init: Init { path: init },
         overlays,
         files,
         disk: sizes,
+    })
+}
+
+/// The service name of the admin container.
+pub const ADMIN_SERVICE: &str = "admin";
+/// What the admin container's image is made of (with their dependencies): the lock resolves
+/// them, `root::admin` builds the image.
+pub const ADMIN_PACKAGES: &[&str] = &["dropbear-bin", "busybox-static"];
+
+/// One `[[containers]]` entry: where its image comes from, and its service, checked by the
+/// services file's own parser so the profile accepts exactly what berth-init runs.
+fn container(
+    c: RawContainer,
+    file: &Path,
+    dir: &Path,
+    text: &str,
+    version: &str,
+) -> Result<Container> {
+    let (line, col) = line_col(text, c.name.span().start);
+    let name = c.name.into_inner().0;
+    let at = format!("{}:{line}:{col}: [[containers]] {name:?}", file.display());
+    let image = c
+        .image
+        .unwrap_or_else(|| format!("localhost/berth/{name}:{version}"));
+    let source = match (c.packages, c.archive) {
+        (Some(p), None) if !p.is_empty() => ImageSource::Packages(p.into_iter().map(|p| p.0).collect()),
+        (None, Some(a)) => {
+            let path = dir.join(&a);
+            if !path.exists() {
+                bail!("{at}: `archive` {} does not exist (paths are relative to the profile; give an OCI archive from `docker save`, `podman save` or `skopeo copy`, or an OCI layout directory)", path.display());
+            }
+            ImageSource::Archive(inside(file, &format!("[[containers]] {name:?}: `archive`"), &path, dir)?)
+        }
+        (Some(_), Some(_)) => bail!("{at}: give `packages` (an image made of Debian packages) or `archive` (an OCI image you built), not both"),
+        (Some(_), None) | (None, None) => bail!("{at}: name what the image is made of: `packages = [\"busybox-static\"]` (Debian packages) or `archive = \"images/app.tar\"` (an OCI archive)"),
+    };
+    let mut doc = serde_json::Map::new();
+    doc.insert("name".into(), name.clone().into());
+    doc.insert("image".into(), image.clone().into());
+    if c.oneshot {
+        doc.insert("kind".into(), "oneshot".into());
+    }
+    for (key, v) in [
+        ("command", c.command),
+        ("env", c.env),
+        ("mounts", c.mounts),
+        ("network", c.network),
+        ("restart", c.restart),
+        ("depends-on", c.depends_on),
+        ("ready", c.ready),
+        ("ready-timeout", c.ready_timeout),
+        ("required", c.required),
+        ("host-pid", c.host_pid),
+        ("privileged", c.privileged),
+    ] {
+        if let Some(v) = v {
+            doc.insert(
+                key.into(),
+                serde_json::to_value(v).with_context(|| format!("{at}: key `{key}`"))?,
+            );
+        }
+    }
+    let json = serde_json::Value::Object(doc).to_string();
+    let node = berth_contract::json::parse(&json).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+    let service = berth_contract::service::service(&node, "").map_err(|e| {
+        // The contract's message starts with a position in the JSON made here; the key and
+        // the reason are what the profile's author needs.
+        let m = e.to_string();
+        let m = m
+            .split_once(": key ")
+            .map_or(m.clone(), |(_, r)| format!("key {r}"));
+        anyhow::anyhow!("{at}: {m}")
+    })?;
+    if service.command.is_empty() {
+        if let ImageSource::Packages(_) = source {
+            bail!("{at}: `command` is missing: an image made of packages has no default command; give the program and its arguments");
+        }
+    }
+    Ok(Container {
+        name,
+        image,
+        source,
+        service,
+    })
+}
+
+fn validate_admin(a: RawAdmin, file: &Path) -> Result<Admin> {
+    let at = format!("{}: [admin]", file.display());
+    let user = a.user.unwrap_or_else(|| "admin".to_string());
+    let ok = !user.is_empty()
+        && user.len() <= 32
+        && user.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b));
+    if !ok {
+        bail!("{at}: key `user`: {user:?} is not a login name (lower-case letters, digits, `_`, `-`; at most 32; starting with a letter or `_`)");
+    }
+    let port = a.port.unwrap_or(22);
+    if port == 0 {
+        bail!("{at}: key `port`: 0 is not a port (1-65535)");
+    }
+    let keys = a.authorized_keys.unwrap_or_default();
+    for (i, k) in keys.iter().enumerate() {
+        if !berth_contract::config::valid_ssh_key(k) {
+            bail!(
+                "{at}: key `authorized-keys[{i}]`: {:?} is not an OpenSSH public key line (\"TYPE BASE64 [COMMENT]\", TYPE one of {})",
+                k.chars().take(40).collect::<String>(),
+                berth_contract::config::SSH_KEY_TYPES.join(", ")
+            );
+        }
+    }
+    Ok(Admin {
+        user,
+        port,
+        authorized_keys: keys,
     })
 }
 
@@ -1172,5 +1363,63 @@ source-date-epoch = 1700000000
             .unwrap_err()
             .to_string();
         assert!(e.contains("disk.esp-size") && e.contains("at least"), "{e}");
+    }
+
+    #[test]
+    fn containers_take_the_services_schema_and_say_what_is_wrong() {
+        let d = tempfile::tempdir().unwrap();
+        let ok = format!(
+            "{MINIMAL}\n[[containers]]\nname = \"web\"\npackages = [\"busybox-static\"]\ncommand = [\"/bin/busybox\", \"httpd\", \"-f\", \"two words\"]\nenv = {{ A = \"x y\" }}\nmounts = [{{ source = \"/var/lib/web\", target = \"/www\", read-only = true }}]\nready = {{ tcp = 80 }}\nrestart = \"on-failure\"\n\n[[containers]]\nname = \"job\"\noneshot = true\npackages = [\"busybox-static\"]\ncommand = [\"/bin/true\"]\ndepends-on = [\"web\"]\n\n[admin]\nuser = \"ops\"\n"
+        );
+        let p = load(&write(d.path(), "p.toml", &ok)).unwrap();
+        let web = &p.containers[0];
+        assert_eq!(web.image, "localhost/berth/web:1.0");
+        assert_eq!(web.service.command[3], "two words");
+        assert_eq!(web.service.env, [("A".to_string(), "x y".to_string())]);
+        assert!(web.service.mounts[0].read_only);
+        assert_eq!(
+            p.containers[1].service.kind,
+            berth_contract::service::Kind::Oneshot
+        );
+        let a = p.admin.as_ref().unwrap();
+        assert_eq!((a.user.as_str(), a.port), ("ops", 22));
+        // `berth inspect` shows the service as the services file has it.
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["containers"][0]["service"]["ready"]["tcp"], 80);
+
+        write(d.path(), "app.tar", "");
+        for (body, want) in [
+            ("name = \"w\"\ncommand = [\"/x\"]", "name what the image is made of"),
+            ("name = \"w\"\npackages = [\"busybox-static\"]\narchive = \"app.tar\"", "not both"),
+            ("name = \"w\"\narchive = \"missing.tar\"", "missing.tar does not exist"),
+            ("name = \"w\"\narchive = \"../../etc/passwd\"", "outside"),
+            ("name = \"w\"\npackages = [\"busybox-static\"]", "`command` is missing"),
+            ("name = \"w\"\npackages = [\"busybox-static\"]\ncommand = [\"/x\"]\nmounts = [{ source = \"/etc\", target = \"/e\" }]", "key `mounts[0].source`"),
+            ("name = \"w\"\npackages = [\"busybox-static\"]\ncommand = [\"/x\"]\nrestart = \"sometimes\"", "key `restart`"),
+            ("name = \"w\"\npackages = [\"busybox-static\"]\ncommand = [\"/x\"]\ndepends-on = [\"db\"]", "not a service"),
+            ("name = \"w\"\npackages = [\"busybox-static\"]\ncommand = [\"/x\"]\ncolour = 1", "unknown field `colour`"),
+        ] {
+            let text = format!("{MINIMAL}\n[[containers]]\n{body}\n");
+            let e = format!("{:#}", load(&write(d.path(), "c.toml", &text)).unwrap_err());
+            assert!(e.contains(want), "{body}: {e}");
+            assert!(e.contains("c.toml"), "{e}");
+        }
+        for (body, want) in [
+            ("user = \"Root Admin\"", "not a login name"),
+            ("port = 0", "not a port"),
+            ("authorized-keys = [\"not a key\"]", "authorized-keys[0]"),
+        ] {
+            let text = format!("{MINIMAL}\n[admin]\n{body}\n");
+            let e = format!("{:#}", load(&write(d.path(), "a.toml", &text)).unwrap_err());
+            assert!(e.contains(want), "{body}: {e}");
+        }
+        let text = format!("{MINIMAL}\n[admin]\n\n[[containers]]\nname = \"admin\"\npackages = [\"busybox-static\"]\ncommand = [\"/x\"]\n");
+        let e = format!("{:#}", load(&write(d.path(), "n.toml", &text)).unwrap_err());
+        assert!(e.contains("taken by the admin container"), "{e}");
+        let text = format!("{MINIMAL}\n[admin]\nenabled = false\n");
+        assert!(load(&write(d.path(), "off.toml", &text))
+            .unwrap()
+            .admin
+            .is_none());
     }
 }

@@ -24,12 +24,15 @@
 //! - `ssh-authorized-keys`: OpenSSH public key lines, for the admin container.
 //! - `files`: written on first boot; paths must be under `/etc/` or `/var/` (not berth's own
 //!   `/var/lib/berth/`), `mode` an octal string (default `"0644"`), owner numeric (default 0).
+//! - `services`: container services, in the schema of [`crate::service`]; one with the name of
+//!   an image service replaces it, the others run after the image's.
 
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use crate::json::{self, Node, Pos, Value};
+use crate::json::{self, Node, Value};
+use crate::schema::{array, err, int, quote, string, Fields};
 use crate::{Error, Result};
 
 /// The config version this berth reads.
@@ -49,6 +52,8 @@ pub struct MachineConfig {
     pub network: Vec<Nic>,
     pub ssh_authorized_keys: Vec<String>,
     pub files: Vec<File>,
+    /// Services added to the image's (or replacing the image's of the same name).
+    pub services: Vec<crate::service::Service>,
 }
 
 /// Which NIC an entry configures.
@@ -82,97 +87,6 @@ pub struct File {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-}
-
-fn err(pos: Pos, key: &str, m: &str) -> Error {
-    Error::Invalid(format!("{pos}: key `{key}`: {m}"))
-}
-
-/// An object's members, taken one by one; what is left over is an unknown key.
-struct Fields<'a> {
-    members: Vec<(&'a str, &'a Node)>,
-    prefix: String,
-    pos: Pos,
-}
-
-impl<'a> Fields<'a> {
-    fn of(node: &'a Node, prefix: &str) -> Result<Fields<'a>> {
-        match &node.value {
-            Value::Object(m) => Ok(Fields {
-                members: m.iter().map(|(k, v)| (k.as_str(), v)).collect(),
-                prefix: prefix.to_string(),
-                pos: node.pos,
-            }),
-            other => Err(err(
-                node.pos,
-                if prefix.is_empty() {
-                    "(document)"
-                } else {
-                    prefix
-                },
-                &format!("expected an object, found {}", other.kind()),
-            )),
-        }
-    }
-
-    fn key(&self, k: &str) -> String {
-        if self.prefix.is_empty() {
-            k.to_string()
-        } else {
-            format!("{}.{k}", self.prefix)
-        }
-    }
-
-    fn take(&mut self, k: &str) -> Option<(&'a Node, String)> {
-        let i = self.members.iter().position(|(n, _)| *n == k)?;
-        let (_, v) = self.members.remove(i);
-        Some((v, self.key(k)))
-    }
-
-    fn finish(self, known: &[&str]) -> Result<()> {
-        match self.members.first() {
-            None => Ok(()),
-            Some((k, v)) => Err(err(
-                v.pos,
-                &self.key(k),
-                &format!("unknown key; valid keys here: {}", known.join(", ")),
-            )),
-        }
-    }
-}
-
-fn string(n: &Node, key: &str) -> Result<String> {
-    match &n.value {
-        Value::Str(s) => Ok(s.clone()),
-        other => Err(err(
-            n.pos,
-            key,
-            &format!("expected a string, found {}", other.kind()),
-        )),
-    }
-}
-
-fn int(n: &Node, key: &str, max: i64) -> Result<i64> {
-    match &n.value {
-        Value::Int(i) if (0..=max).contains(i) => Ok(*i),
-        Value::Int(i) => Err(err(n.pos, key, &format!("{i} is out of range 0..={max}"))),
-        other => Err(err(
-            n.pos,
-            key,
-            &format!("expected a number, found {}", other.kind()),
-        )),
-    }
-}
-
-fn array<'a>(n: &'a Node, key: &str) -> Result<&'a [Node]> {
-    match &n.value {
-        Value::Array(a) => Ok(a),
-        other => Err(err(
-            n.pos,
-            key,
-            &format!("expected an array, found {}", other.kind()),
-        )),
-    }
 }
 
 fn ipv4(n: &Node, key: &str) -> Result<[u8; 4]> {
@@ -240,7 +154,20 @@ fn valid_file_path(p: &str) -> core::result::Result<(), &'static str> {
     Ok(())
 }
 
-const SSH_KEY_TYPES: &[&str] = &[
+/// An OpenSSH public key line: `TYPE BASE64 [COMMENT]` on one line, TYPE a known key type.
+pub fn valid_ssh_key(line: &str) -> bool {
+    let kind = line.split(' ').next().unwrap_or("");
+    !line.contains(['\n', '\r', '\0'])
+        && SSH_KEY_TYPES.contains(&kind)
+        && line.split(' ').nth(1).is_some_and(|b| {
+            !b.is_empty()
+                && b.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
+        })
+}
+
+/// The key types [`valid_ssh_key`] accepts.
+pub const SSH_KEY_TYPES: &[&str] = &[
     "ssh-ed25519",
     "ssh-rsa",
     "ecdsa-sha2-nistp256",
@@ -301,11 +228,7 @@ impl MachineConfig {
             for (i, e) in array(n, &k)?.iter().enumerate() {
                 let key = format!("{k}[{i}]");
                 let line = string(e, &key)?;
-                let kind = line.split(' ').next().unwrap_or("");
-                if line.contains(['\n', '\r'])
-                    || !SSH_KEY_TYPES.contains(&kind)
-                    || line.split(' ').nth(1).is_none_or(str::is_empty)
-                {
+                if !valid_ssh_key(&line) {
                     return Err(err(e.pos, &key, &format!("not an OpenSSH public key line (\"TYPE BASE64 [COMMENT]\", TYPE one of {})", SSH_KEY_TYPES.join(", "))));
                 }
                 c.ssh_authorized_keys.push(line);
@@ -324,33 +247,19 @@ impl MachineConfig {
                 c.files.push(file);
             }
         }
+        if let Some((n, k)) = f.take("services") {
+            c.services = crate::service::list(n, &k)?;
+        }
         f.finish(&[
             "version",
             "hostname",
             "network",
             "ssh-authorized-keys",
             "files",
+            "services",
         ])?;
         Ok(c)
     }
-}
-
-/// `s` as a JSON string literal.
-fn quote(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// An IPv4 address as text (`10.0.2.15`): for the JSON writer, `berth config check` and the
@@ -426,6 +335,10 @@ impl MachineConfig {
                 })
                 .collect();
             parts.push(format!("\"files\": [{}]", f.join(", ")));
+        }
+        if !self.services.is_empty() {
+            let s: Vec<String> = self.services.iter().map(|s| s.to_json()).collect();
+            parts.push(format!("\"services\": [{}]", s.join(", ")));
         }
         format!("{{{}}}\n", parts.join(", "))
     }
@@ -603,6 +516,11 @@ mod tests {
   "files": [
     {"path": "/etc/motd", "content": "hello\n"},
     {"path": "/var/lib/app/conf", "content": "x=1", "mode": "0600", "uid": 1000, "gid": 1000}
+  ],
+  "services": [
+    {"name": "app", "image": "localhost/app:1", "command": ["/app", "--greeting", "hello world"],
+     "env": {"MODE": "prod"}, "mounts": [{"source": "/var/lib/app", "target": "/data"}],
+     "ready": {"tcp": 8080}}
   ]
 }"#;
 
@@ -610,6 +528,9 @@ mod tests {
     fn a_full_config() {
         let c = MachineConfig::parse(FULL).unwrap();
         assert_eq!(c.hostname.as_deref(), Some("node-1.example"));
+        assert_eq!(c.services.len(), 1);
+        assert_eq!(c.services[0].command[2], "hello world");
+        assert_eq!(c.services[0].ready, Some(crate::service::Ready::Tcp(8080)));
         assert_eq!(
             c.network,
             vec![

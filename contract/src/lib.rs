@@ -30,6 +30,8 @@ mod guid;
 pub mod json;
 pub mod layout;
 pub mod paths;
+mod schema;
+pub mod service;
 mod slot;
 pub mod units;
 pub mod verity;

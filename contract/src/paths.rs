@@ -33,8 +33,18 @@ pub const INITRD_RELEASE: &str = "/etc/initrd-release";
 /// Modules to load, one path per line relative to `/usr/lib/modules/<kver>/`, dependencies
 /// first: in the initramfs for the initrd stage, in the root for the main stage.
 pub const MODULE_LIST: &str = "/etc/berth/modules";
-/// Services: `name TAB oneshot|daemon TAB image-ref [TAB args]`, one per line.
-pub const SERVICES: &str = "/etc/berth/services";
+/// The image's container services (JSON, [`crate::service`]).
+pub const SERVICES: &str = crate::service::SERVICES_FILE;
+/// SSH public keys baked into the image for the admin container (one per line).
+pub const IMAGE_AUTHORIZED_KEYS: &str = "/etc/berth/ssh/authorized_keys";
+/// The admin container's `~/.ssh`: the image's keys and the machine config's, joined at boot.
+pub const ADMIN_SSH_DIR: &str = "/run/berth/ssh";
+/// The admin container's host keys, made on its first start and kept.
+pub const ADMIN_HOST_KEYS: &str = "/var/lib/berth/admin/hostkeys";
+/// Container services' logs: `NAME.log`, rotated to `NAME.log.1`.
+pub const SERVICE_LOG_DIR: &str = "/var/log/berth";
+/// PID 1's view of the services, for `berthctl services` (one line each, tab-separated).
+pub const SERVICE_STATE: &str = "/run/berth/services";
 /// OCI archives imported at boot.
 pub const IMAGES_DIR: &str = "/usr/share/berth/images";
 /// berth-init in the root (PID 1 of the main stage).

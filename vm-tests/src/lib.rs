@@ -96,11 +96,15 @@ fn build_test_image() -> Result<Image> {
             fs::remove_file(p)?;
         }
     }
+    // The image the tests boot: test.toml plus a daemon from an OCI archive made here (the
+    // docker-save format, with tar and sha256sum, not with berth's own OCI writer).
+    busybox_archive(&ws.join("profiles"), "web.tar")?;
+    fs::write(ws.join("profiles/vm-test.toml"), VM_TEST_PROFILE)?;
     let out = root.join("out");
     let printer = Printer::new(Mode::Quiet);
     berth::build::build(
         &berth::build::BuildOptions {
-            profile: ws.join("profiles/test.toml"),
+            profile: ws.join("profiles/vm-test.toml"),
             out: Some(out.clone()),
             cache_dir: root.join("cache"),
             init: None,
@@ -111,6 +115,173 @@ fn build_test_image() -> Result<Image> {
     )?;
     let manifest = berth::artifacts::BuildManifest::read(&out)?;
     Ok(Image { dir: out, manifest })
+}
+
+/// test.toml plus `web`: busybox httpd from a user-made OCI archive, with an environment
+/// variable holding spaces, a read-only mount of /var/lib/web, and an HTTP readiness check.
+const VM_TEST_PROFILE: &str = r#"schema = 1
+extends = "test.toml"
+
+[[containers]]
+name = "web"
+archive = "web.tar"
+command = ["/bin/busybox", "httpd", "-f", "-vv", "-p", "8080", "-h", "/www"]
+env = { GREETING = "hello  world" }
+mounts = [{ source = "/var/lib/web", target = "/www/data", read-only = true }]
+ready = { http = "http://127.0.0.1:8080/" }
+"#;
+
+/// Writes `dir/name`: a docker-save archive (manifest.json, config, one layer) of a tree with
+/// the host's static busybox as /bin/busybox and /www/index.html.
+pub fn busybox_archive(dir: &Path, name: &str) -> Result<PathBuf> {
+    let busybox = which("busybox").context("busybox (Debian busybox-static) is needed to make the test's OCI archive: run ci/install-deps")?;
+    let work = tempfile::tempdir()?;
+    let tree = work.path().join("tree");
+    for d in ["bin", "www/data", "tmp"] {
+        fs::create_dir_all(tree.join(d))?;
+    }
+    fs::copy(&busybox, tree.join("bin/busybox"))?;
+    std::os::unix::fs::symlink("busybox", tree.join("bin/sh"))?;
+    fs::write(tree.join("www/index.html"), "berth web\n")?;
+    let layer_dir = work.path().join("out/layer");
+    fs::create_dir_all(&layer_dir)?;
+    let layer = layer_dir.join("layer.tar");
+    run_ok(
+        Command::new("tar")
+            .args([
+                "--sort=name",
+                "--owner=0",
+                "--group=0",
+                "--numeric-owner",
+                "--mtime=@0",
+                "-C",
+            ])
+            .arg(&tree)
+            .arg("-cf")
+            .arg(&layer)
+            .arg("."),
+    )?;
+    let sum = String::from_utf8(run_ok(Command::new("sha256sum").arg(&layer))?.stdout)?;
+    let hex = sum
+        .split_whitespace()
+        .next()
+        .context("sha256sum printed nothing")?;
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Env":["PATH=/bin"],"Cmd":["/bin/busybox","httpd","-f"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{hex}"]}}}}"#
+    );
+    fs::write(work.path().join("out/config.json"), config)?;
+    fs::write(
+        work.path().join("out/manifest.json"),
+        r#"[{"Config":"config.json","RepoTags":["web:test"],"Layers":["layer/layer.tar"]}]"#,
+    )?;
+    let archive = dir.join(name);
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(work.path().join("out"))
+            .arg("-cf")
+            .arg(&archive)
+            .args(["manifest.json", "config.json", "layer/layer.tar"]),
+    )?;
+    Ok(archive)
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+    })
+}
+
+fn run_ok(cmd: &mut Command) -> Result<std::process::Output> {
+    let o = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !o.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(o)
+}
+
+/// An SSH key pair made for a test: the private key's path and the public key line.
+pub struct SshKey {
+    pub private: PathBuf,
+    pub public: String,
+}
+
+pub fn ssh_key(dir: &Path) -> Result<SshKey> {
+    let private = dir.join("id_ed25519");
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "berth-vm-test", "-f"])
+            .arg(&private),
+    )?;
+    let public = fs::read_to_string(private.with_extension("pub"))?
+        .trim()
+        .to_string();
+    Ok(SshKey { private, public })
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a forward to the guest).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Runs `cmd` in the guest through SSH to 127.0.0.1:`port` as `user` (bounded: 10 s to
+/// connect, `timeout` in all); returns (exit code, stdout + stderr).
+pub fn ssh(
+    port: u16,
+    user: &str,
+    key: &SshKey,
+    cmd: &str,
+    timeout: Duration,
+) -> Result<(i32, String)> {
+    let mut c = Command::new("ssh");
+    c.arg("-i")
+        .arg(&key.private)
+        .args(["-p", &port.to_string()])
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=10",
+        ])
+        .arg(format!("{user}@127.0.0.1"))
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().context("starting ssh")?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("ssh {cmd:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = child.wait_with_output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok((o.status.code().unwrap_or(-1), text))
 }
 
 /// Guests boot one at a time: on a 2-core host, two TCG guests (or one with 2 vCPUs) starve each
@@ -228,6 +399,29 @@ impl Guest {
             if Instant::now() > deadline {
                 bail!(
                     "{}: no {marker:?} on the console within {timeout:?}; console tail:\n{}",
+                    self.name,
+                    self.tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Like [`Guest::wait_for`], for the `n`-th line (1-based) containing `marker`.
+    pub fn wait_for_nth(&mut self, marker: &str, n: usize, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self
+                .console()
+                .lines()
+                .filter(|l| l.contains(marker))
+                .nth(n - 1)
+            {
+                return Ok(line.to_string());
+            }
+            if Instant::now() > deadline || self.child.try_wait()?.is_some() {
+                bail!(
+                    "{}: no {n}th {marker:?} on the console within {timeout:?}; console tail:\n{}",
                     self.name,
                     self.tail()
                 );

@@ -711,3 +711,166 @@ fn ec2_imdsv2_user_data_and_metadata_provision_the_machine() {
         "came up unconfigured"
     );
 }
+
+/// The admin container and container services, through SSH into the booted machine: the
+/// machine config's hostname, static address, key, file and service are applied; the daemon
+/// from the user's OCI archive serves with its environment and mount; killed, it is restarted;
+/// its log is readable; `berthctl poweroff` from the admin container powers off cleanly.
+#[test]
+fn admin_ssh_and_a_supervised_service_from_an_oci_archive() {
+    use berth_vm_tests::{free_port, ssh, ssh_key};
+    let img = test_image();
+    let work = tempfile::tempdir().unwrap();
+    let key = ssh_key(work.path()).unwrap();
+    let port = free_port().unwrap();
+    let version = &img.manifest.image.version;
+    let config = work.path().join("config.json");
+    fs::write(
+        &config,
+        format!(
+            r#"{{
+  "version": 1,
+  "hostname": "admin-test",
+  "network": [{{"interface": "first", "address": "10.0.2.15/24", "gateway": "10.0.2.2"}}],
+  "ssh-authorized-keys": ["{}"],
+  "files": [{{"path": "/var/lib/web/greeting", "content": "hello from the config\n"}}],
+  "services": [{{
+    "name": "note", "kind": "oneshot", "image": "localhost/berth/web:{version}",
+    "command": ["/bin/busybox", "sh", "-c", "echo \"$NOTE\" > /out/note"],
+    "env": {{"NOTE": "a b  c"}},
+    "mounts": [{{"source": "/var/lib/web", "target": "/out"}}],
+    "depends-on": ["web"]
+  }}]
+}}"#,
+            key.public
+        ),
+    )
+    .unwrap();
+    let mut cfg = VmConfig::new(&img.disk()).unwrap();
+    cfg.boot = img.direct("").unwrap();
+    cfg.machine_config = Some(config);
+    cfg.forwards = vec![(port, 22)];
+    let mut g = Guest::start("admin-ssh", cfg).unwrap();
+    g.wait_for(&ready_line(img), READY_DIRECT).unwrap();
+    // The oneshot that depends on web ran after web was ready.
+    let console = g.console();
+    let at = |m: &str| {
+        console
+            .find(m)
+            .unwrap_or_else(|| panic!("no {m:?} on the console:\n{console}"))
+    };
+    assert!(at("berth: service web ready after") < at("berth: service note exited status=0"));
+    g.wait_for("berth: services up=4/4", Duration::from_secs(1))
+        .unwrap();
+
+    let t = Duration::from_secs(60);
+    let run = |cmd: &str| {
+        let (code, out) = ssh(port, "admin", &key, cmd, t).unwrap();
+        assert_eq!(code, 0, "{cmd}: exit {code}: {out}");
+        out
+    };
+    assert_eq!(run("hostname").trim(), "admin-test");
+    assert!(run("ip -4 addr show eth0").contains("inet 10.0.2.15/24"));
+    assert!(run("berthctl status").starts_with(&format!("slot=a version={version} ")));
+    let services = run("berthctl services");
+    for (name, state) in [
+        ("hello", "done"),
+        ("admin", "up"),
+        ("web", "up"),
+        ("note", "done"),
+    ] {
+        assert!(
+            services
+                .lines()
+                .any(|l| l.split_whitespace().take(3).collect::<Vec<_>>()
+                    == [
+                        name,
+                        if name == "hello" || name == "note" {
+                            "oneshot"
+                        } else {
+                            "daemon"
+                        },
+                        state
+                    ]),
+            "{name} not {state}:\n{services}"
+        );
+    }
+    // The daemon serves its image's file, the config's file through the read-only mount, and
+    // what the config's oneshot wrote (its environment, spaces kept).
+    assert_eq!(run("wget -q -O - http://127.0.0.1:8080/"), "berth web\n");
+    assert_eq!(
+        run("wget -q -O - http://127.0.0.1:8080/data/greeting"),
+        "hello from the config\n"
+    );
+    assert_eq!(
+        run("wget -q -O - http://127.0.0.1:8080/data/note"),
+        "a b  c\n"
+    );
+    // The daemon itself (the host's `ctr run` that started it has "httpd" in its arguments too).
+    let pid = run("ps -o pid,args | awk '$2 == \"/bin/busybox\" && $3 == \"httpd\" {print $1}'");
+    let pid = pid.trim();
+    assert!(
+        !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()),
+        "{pid:?}"
+    );
+    assert!(run(&format!("tr '\\0' '\\n' < /proc/{pid}/environ"))
+        .lines()
+        .any(|l| l == "GREETING=hello  world"));
+    let (code, _) = ssh(
+        port,
+        "admin",
+        &key,
+        "wget -q -O /dev/null http://127.0.0.1:8080/nope",
+        t,
+    )
+    .unwrap();
+    assert_ne!(code, 0, "a missing page is a 404");
+    assert!(run("ctr containers ls")
+        .lines()
+        .any(|l| l.starts_with("web ")));
+
+    // Killed, the daemon is restarted (backoff 1 s) and becomes ready again.
+    run(&format!("kill -9 {pid}"));
+    let exited = g
+        .wait_for(
+            "berth: warning: service web exited",
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert!(exited.contains("restarting in 1s"), "{exited}");
+    g.wait_for_nth(
+        "berth: service web ready after",
+        2,
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    let services = run("berthctl services");
+    let web = services.lines().find(|l| l.starts_with("web ")).unwrap();
+    let cols: Vec<&str> = web.split_whitespace().collect();
+    assert_eq!((cols[2], cols[3]), ("up", "1"), "{services}");
+    assert_eq!(run("wget -q -O - http://127.0.0.1:8080/"), "berth web\n");
+    // Its log, across the restart: the requests made above.
+    let log = run("berthctl logs web");
+    assert!(
+        log.contains("url:/data/greeting") && log.contains("response:404"),
+        "{log}"
+    );
+    let (code, out) = ssh(port, "admin", &key, "berthctl logs nosuch", t).unwrap();
+    assert!(
+        code != 0 && out.contains("/var/log/berth/nosuch.log"),
+        "{code} {out}"
+    );
+
+    // A key that is not authorized gets nothing.
+    let other_dir = work.path().join("other");
+    fs::create_dir_all(&other_dir).unwrap();
+    let other = ssh_key(&other_dir).unwrap();
+    let (code, _) = ssh(port, "admin", &other, "true", t).unwrap();
+    assert_eq!(code, 255, "an unknown key must be refused");
+
+    // berthctl poweroff from the admin container: the clean poweroff.
+    let _ = ssh(port, "admin", &key, "berthctl poweroff", t);
+    g.wait_for("berth: unmounted", SHUTDOWN).unwrap();
+    let st = g.wait_exit(SHUTDOWN).unwrap();
+    assert!(st.success(), "QEMU exit status {st}");
+}

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::fetch::apt::{IndexEntry, PackageIndex, Role, ARCH};
-use crate::profile::Profile;
+use crate::profile::{ImageSource, Profile};
 
 pub const LOCK_VERSION: u32 = 1;
 
@@ -65,11 +65,22 @@ fn root_requests(p: &Profile) -> Vec<(Role, String, String)> {
         "the profile's boot.package".to_string(),
     ));
     for c in &p.containers {
-        for pkg in &c.packages {
+        if let ImageSource::Packages(pkgs) = &c.source {
+            for pkg in pkgs {
+                r.push((
+                    Role::Image,
+                    pkg.clone(),
+                    format!("the profile's [[containers]] {:?}", c.name),
+                ));
+            }
+        }
+    }
+    if p.admin.is_some() {
+        for pkg in crate::profile::ADMIN_PACKAGES {
             r.push((
                 Role::Image,
-                pkg.clone(),
-                format!("the profile's [[containers]] {:?}", c.name),
+                pkg.to_string(),
+                "the admin container ([admin])".to_string(),
             ));
         }
     }

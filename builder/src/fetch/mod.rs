@@ -53,10 +53,15 @@ fn make_apt(profile: &Profile, cache_dir: &Path) -> Result<Apt> {
 }
 
 /// One package's data, already read from its .deb.
+#[derive(Default)]
 pub struct PackageData {
     pub name: String,
     pub version: String,
     pub entries: Vec<(ImagePath, Entry)>,
+    /// `Pre-Depends` and `Depends` (first alternatives), from its control file.
+    pub depends: Vec<String>,
+    /// `Provides` (virtual names it satisfies).
+    pub provides: Vec<String>,
 }
 
 /// The packages of a build, read, by the role the lock gives them.
@@ -114,16 +119,26 @@ pub fn packages(
 /// Reads the fetched packages' data (xz/zstd decompression dominates; two threads).
 fn read_packages(fetched: &[Fetched]) -> Result<Vec<PackageData>> {
     let read = |f: &Fetched| -> Result<PackageData> {
-        let entries = deb::read_data(&f.path).map_err(|e| {
+        let d = deb::Deb::read(&f.path).map_err(|e| {
             e.context(format!(
                 "reading package {} {}",
                 f.locked.name, f.locked.version
             ))
         })?;
+        let field = |k: &str| {
+            d.control
+                .get(k)
+                .map(apt::first_alternatives)
+                .unwrap_or_default()
+        };
+        let mut depends = field("Pre-Depends");
+        depends.extend(field("Depends"));
         Ok(PackageData {
             name: f.locked.name.clone(),
             version: f.locked.version.clone(),
-            entries,
+            entries: d.data,
+            depends,
+            provides: field("Provides"),
         })
     };
     // Split by size into two halves so both cores decompress.

@@ -1,20 +1,70 @@
-//! Baked-in containers: OCI image archives berth builds from Debian packages, put in the root at
-//! `/usr/share/berth/images/<name>.tar`, and the `/etc/berth/services` lines that run them (see
-//! rootfs/init/README.md).
+//! Baked-in containers: OCI image archives put in the root at
+//! `/usr/share/berth/images/<name>.tar` (built from Debian packages, or the user's own OCI
+//! archive checked and re-packed), and `/etc/berth/services.json`, the services that run them
+//! (`berth_contract::service`; rootfs/init/README.md).
+
+use std::collections::BTreeSet;
 
 use anyhow::{bail, Context, Result};
+use berth_contract::service::{self, Service};
 
+use crate::fetch::PackageData;
 use crate::fsimage::manifest::{Entry, ImagePath, Kind, Manifest};
-use crate::profile::{Container, Profile};
-use crate::root::oci::{self, OciImage};
-use crate::root::rootfs::{usrmerge, PackageData, RootfsManifest};
+use crate::profile::{ImageSource, Profile, ADMIN_SERVICE};
+use crate::root::oci::{self, ImageBlobs, OciImage};
+use crate::root::rootfs::{usrmerge, RootfsManifest};
+use crate::root::{admin, oci_import};
 
 pub use berth_contract::paths::IMAGES_DIR;
 pub use berth_contract::paths::SERVICES;
 
-/// The image's filesystem: every file of the container's packages (merged-/usr), plus the few
-/// directories runc expects to mount over.
-fn image_rootfs(c: &Container, packages: &[PackageData], sde: i64) -> Result<Manifest> {
+/// The PATH containers built here get.
+pub const PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `names` and, recursively, what they depend on, among `all` (by name or by `Provides`).
+pub fn closure<'a>(
+    what: &str,
+    names: &[String],
+    all: &'a [&'a PackageData],
+) -> Result<Vec<&'a PackageData>> {
+    let mut out: Vec<&PackageData> = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut todo: Vec<(String, String)> = names
+        .iter()
+        .rev()
+        .map(|n| (n.clone(), what.to_string()))
+        .collect();
+    while let Some((name, why)) = todo.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let pkg = all
+            .iter()
+            .find(|p| p.name == name)
+            .or_else(|| all.iter().find(|p| p.provides.contains(&name)))
+            .with_context(|| {
+                format!("{what}: package {name} (needed by {why}) was not fetched: is the lock current? (`berth lock`)")
+            })?;
+        if out.iter().any(|p| p.name == pkg.name) {
+            continue;
+        }
+        for d in pkg.depends.iter().rev() {
+            todo.push((d.clone(), format!("{} {}", pkg.name, pkg.version)));
+        }
+        out.push(pkg);
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// An image's filesystem: every file of the packages and their dependencies (merged-/usr,
+/// without documentation), plus the directories runc mounts over.
+pub fn image_rootfs(
+    what: &str,
+    names: &[String],
+    all: &[&PackageData],
+    sde: i64,
+) -> Result<Manifest> {
     let mut m = Manifest::new(sde);
     for top in ["bin", "sbin", "lib", "lib64"] {
         m.insert(
@@ -32,13 +82,7 @@ fn image_rootfs(c: &Container, packages: &[PackageData], sde: i64) -> Result<Man
             Entry::dir(if d == "/tmp" { 0o1777 } else { 0o755 }, sde),
         )?;
     }
-    for name in &c.packages {
-        let pkg = packages.iter().find(|p| &p.name == name).with_context(|| {
-            format!(
-                "[[containers]] {:?}: package {name} was not fetched (is the lock current?)",
-                c.name
-            )
-        })?;
+    for pkg in closure(what, names, all)? {
         for (p, e) in &pkg.entries {
             let p = usrmerge(p);
             if p.is_root() || (e.kind == Kind::Dir && m.contains(&p)) {
@@ -54,74 +98,94 @@ fn image_rootfs(c: &Container, packages: &[PackageData], sde: i64) -> Result<Man
             if let Kind::Hardlink(t) = &e.kind {
                 e.kind = Kind::Hardlink(usrmerge(t));
             }
-            m.insert(p, e)?;
+            m.insert(p, e)
+                .with_context(|| format!("{what}: placing a file of package {}", pkg.name))?;
         }
-    }
-    let prog = ImagePath::new(&c.command[0])?;
-    if m.resolve(&prog).is_none() {
-        bail!(
-            "[[containers]] {:?}: command {} is not in the image made of {:?}",
-            c.name,
-            c.command[0],
-            c.packages
-        );
     }
     Ok(m)
 }
 
-/// Adds every profile container's image archive and the services file to the root.
+/// Adds every container's image archive, the admin container if the profile has one, and the
+/// services file to the root.
 pub fn add_containers(
     profile: &Profile,
-    image_pkgs: &[PackageData],
+    packages: &[&PackageData],
+    init: &[u8],
     rootfs: &mut RootfsManifest,
 ) -> Result<()> {
     let sde = profile.image.source_date_epoch;
-    let mut services = String::new();
+    let mut services: Vec<Service> = Vec::new();
     for c in &profile.containers {
-        if c.command
-            .iter()
-            .any(|a| a.contains('\t') || a.contains('\n') || a.contains(' '))
-        {
-            bail!(
-                "[[containers]] {:?}: command arguments may not contain spaces, tabs or newlines (berth-init splits on spaces)",
-                c.name
-            );
-        }
-        let img = OciImage {
-            name: c.image.clone(),
-            rootfs: image_rootfs(c, image_pkgs, sde)?,
-            entrypoint: Vec::new(),
-            cmd: c.command.clone(),
-            env: vec![
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-            ],
+        let what = format!("[[containers]] {:?}", c.name);
+        let blobs = match &c.source {
+            ImageSource::Packages(names) => {
+                let rootfs = image_rootfs(&what, names, packages, sde)?;
+                let prog = ImagePath::new(&c.service.command[0])
+                    .with_context(|| format!("{what}: command {:?}", c.service.command[0]))?;
+                if rootfs.resolve(&prog).is_none() {
+                    bail!(
+                        "{what}: command {} is not in the image made of {names:?} (and their dependencies)",
+                        c.service.command[0]
+                    );
+                }
+                built(
+                    &what,
+                    OciImage {
+                        name: c.image.clone(),
+                        rootfs,
+                        entrypoint: Vec::new(),
+                        cmd: c.service.command.clone(),
+                        env: vec![PATH.to_string()],
+                    },
+                    sde,
+                )?
+            }
+            ImageSource::Archive(path) => oci_import::import(path, &c.image)
+                .with_context(|| format!("{what}: archive {}", path.display()))?,
         };
-        // Uncompressed layer: the archive sits in the root filesystem, and the disk formats are
-        // compressed as a whole anyway, while gunzip at boot is Go code under TCG on every
-        // first boot.
-        let mut tar = Vec::new();
-        let digest = oci::write_archive_with(&img, sde, oci::LayerCompression::None, &mut tar)
-            .with_context(|| format!("building the OCI image of container {:?}", c.name))?;
-        rootfs.manifest.insert(
-            ImagePath::new(&format!("{IMAGES_DIR}/{}.tar", c.name))?,
-            Entry::file(tar, 0o644, sde),
-        )?;
-        // The image manifest's digest, beside the archive: berth-init imports an archive only
-        // when containerd does not hold that manifest yet (not on every boot).
-        rootfs.manifest.insert(
-            ImagePath::new(&format!("{IMAGES_DIR}/{}.tar.digest", c.name))?,
-            Entry::file(format!("{digest}\n"), 0o644, sde),
-        )?;
-        services.push_str(&format!(
-            "{}\t{}\t{}\t{}\n",
-            c.name,
-            if c.oneshot { "oneshot" } else { "daemon" },
-            c.image,
-            c.command.join(" ")
-        ));
+        bake(rootfs, &c.name, &blobs, sde)?;
+        let mut s = c.service.clone();
+        s.image = blobs.reference.clone();
+        services.push(s);
     }
-    rootfs
-        .manifest
-        .insert(ImagePath::new(SERVICES)?, Entry::file(services, 0o644, sde))?;
+    if let Some(a) = &profile.admin {
+        let img = admin::image(profile, a, packages, init, &rootfs.manifest)?;
+        let blobs = built("the admin container", img, sde)?;
+        bake(rootfs, ADMIN_SERVICE, &blobs, sde)?;
+        services.push(admin::service(a, &blobs.reference));
+        let keys: String = a.authorized_keys.iter().map(|k| format!("{k}\n")).collect();
+        rootfs.manifest.insert(
+            ImagePath::new(berth_contract::paths::IMAGE_AUTHORIZED_KEYS)?,
+            Entry::file(keys, 0o644, sde),
+        )?;
+    }
+    service::check(&services).context("the profile's services")?;
+    rootfs.manifest.insert(
+        ImagePath::new(SERVICES)?,
+        Entry::file(service::file_text(&services), 0o644, sde),
+    )?;
+    Ok(())
+}
+
+/// Uncompressed layer: the archive sits in the root filesystem and the disk formats are
+/// compressed as a whole anyway, while gunzip at boot is Go code under TCG on every first boot.
+fn built(what: &str, img: OciImage, sde: i64) -> Result<ImageBlobs> {
+    oci::image_blobs(&img, sde, oci::LayerCompression::None)
+        .with_context(|| format!("building the OCI image of {what}"))
+}
+
+/// The archive at `IMAGES_DIR/<name>.tar`, and its manifest digest beside it: berth-init
+/// imports an archive only when containerd does not hold that manifest yet.
+fn bake(rootfs: &mut RootfsManifest, name: &str, blobs: &ImageBlobs, sde: i64) -> Result<()> {
+    let mut tar = Vec::new();
+    oci::write_blobs(blobs, sde, &mut tar)?;
+    rootfs.manifest.insert(
+        ImagePath::new(&format!("{IMAGES_DIR}/{name}.tar"))?,
+        Entry::file(tar, 0o644, sde),
+    )?;
+    rootfs.manifest.insert(
+        ImagePath::new(&format!("{IMAGES_DIR}/{name}.tar.digest"))?,
+        Entry::file(format!("{}\n", blobs.manifest_digest), 0o644, sde),
+    )?;
     Ok(())
 }

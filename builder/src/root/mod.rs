@@ -3,12 +3,14 @@
 //! The stages here: [`assemble`] (Packages -> RootfsManifest), then [`image::root_image`]
 //! (-> RootImage, ext4) and [`image::verity`] (-> Verity).
 
+pub mod admin;
 pub mod containers;
 pub mod elf;
 pub mod image;
 pub mod init;
 pub mod kmod;
 pub mod oci;
+pub mod oci_import;
 pub mod rootfs;
 
 use anyhow::{Context, Result};
@@ -44,7 +46,9 @@ pub fn assemble(
         })?;
     let mut rootfs = rootfs::assemble(profile, kernel_pkg, &packages.runtime, &init.bytes)?;
     kmod::add_module_files(profile, &mut rootfs)?;
-    containers::add_containers(profile, &packages.image, &mut rootfs)?;
+    let for_images: Vec<&crate::fetch::PackageData> =
+        packages.image.iter().chain(&packages.runtime).collect();
+    containers::add_containers(profile, &for_images, &init.bytes, &mut rootfs)?;
     step.done(&format!(
         "{} entries, {} of files, kernel {}",
         rootfs.manifest.len(),

@@ -87,6 +87,12 @@ pub fn write_archive_with<W: Write>(
     out: &mut W,
 ) -> Result<String> {
     let b = image_blobs(img, mtime, compression)?;
+    write_blobs(&b, mtime, out)?;
+    Ok(b.manifest_digest)
+}
+
+/// Writes an image's blobs and index as an OCI archive (the tar [`write_archive`] makes).
+pub fn write_blobs<W: Write>(b: &ImageBlobs, mtime: i64, out: &mut W) -> Result<()> {
     let mut ar = tar::Builder::new(out);
     let files: Vec<(String, &[u8])> = b
         .blobs
@@ -111,7 +117,7 @@ pub fn write_archive_with<W: Write>(
     ar.into_inner()
         .context("finishing the OCI archive")?
         .flush()?;
-    Ok(b.manifest_digest)
+    Ok(())
 }
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -123,10 +129,6 @@ pub fn image_blobs(
     compression: LayerCompression,
 ) -> Result<ImageBlobs> {
     let reference = normalize_reference(&img.name)?;
-    let tag = reference
-        .rsplit_once(':')
-        .map(|(_, t)| t.to_string())
-        .context("normalised reference has no tag")?;
     for e in &img.env {
         ensure!(
             e.contains('=') && !e.starts_with('='),
@@ -176,20 +178,7 @@ pub fn image_blobs(
         "schemaVersion": 2,
     }))?;
     let manifest_digest = sha256(&manifest);
-    let index = to_json(&json!({
-        "manifests": [{
-            "annotations": {
-                ANNOTATION_CONTAINERD_NAME: reference,
-                ANNOTATION_REF_NAME: tag,
-            },
-            "digest": manifest_digest,
-            "mediaType": MEDIA_TYPE_MANIFEST,
-            "platform": {"architecture": "amd64", "os": "linux"},
-            "size": manifest.len(),
-        }],
-        "mediaType": MEDIA_TYPE_INDEX,
-        "schemaVersion": 2,
-    }))?;
+    let index = index_json(&reference, &manifest_digest, manifest.len())?;
     let mut blobs = BTreeMap::new();
     blobs.insert(layer_digest, layer);
     blobs.insert(config_digest, config);
@@ -203,11 +192,34 @@ pub fn image_blobs(
     })
 }
 
+/// The `index.json` of an archive holding one linux/amd64 manifest, named `reference` (already
+/// normalised) for containerd.
+pub fn index_json(reference: &str, manifest_digest: &str, manifest_size: usize) -> Result<Vec<u8>> {
+    let tag = reference
+        .rsplit_once(':')
+        .map(|(_, t)| t.to_string())
+        .context("normalised reference has no tag")?;
+    to_json(&json!({
+        "manifests": [{
+            "annotations": {
+                ANNOTATION_CONTAINERD_NAME: reference,
+                ANNOTATION_REF_NAME: tag,
+            },
+            "digest": manifest_digest,
+            "mediaType": MEDIA_TYPE_MANIFEST,
+            "platform": {"architecture": "amd64", "os": "linux"},
+            "size": manifest_size,
+        }],
+        "mediaType": MEDIA_TYPE_INDEX,
+        "schemaVersion": 2,
+    }))
+}
+
 fn to_json(v: &Value) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(v)?)
 }
 
-fn sha256(data: &[u8]) -> String {
+pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 

@@ -584,6 +584,7 @@ mod tests {
                     Entry::file(b"z".to_vec(), 0o644, 0),
                 ),
             ],
+            ..Default::default()
         };
         let (sys, owners) = sysroot(&[pkg]).unwrap();
         let hops = chain(&sys, &p("/lib64/ld-linux-x86-64.so.2")).unwrap();
@@ -633,6 +634,7 @@ mod tests {
                     Entry::file(read(&format!("{libc_dir}/ld-linux-x86-64.so.2")), 0o755, 0),
                 ),
             ],
+            ..Default::default()
         };
         let (sys, owners) = sysroot(&[pkg]).unwrap();
         let mut img = Manifest::new(0);
@@ -658,6 +660,7 @@ mod tests {
                 p("/usr/bin/true"),
                 Entry::file(read("/usr/bin/true"), 0o755, 0),
             )],
+            ..Default::default()
         };
         let (sys, owners) = sysroot(&[pkg]).unwrap();
         let e = add_with_closure(

@@ -1,10 +1,12 @@
 //! `berthctl`: the admin side of berth-init. `poweroff` / `reboot` signal PID 1 (busybox init's
 //! convention: SIGUSR2 powers off, SIGTERM reboots); `status` reports the booted slot;
+//! `services` the container services as PID 1 sees them; `logs NAME` prints a service's log;
 //! `config show` prints the machine config the machine was provisioned with.
 
 use crate::{cmdline, esp, sys};
 
-const USAGE: &str = "usage: berthctl poweroff | reboot | status | config show";
+const USAGE: &str =
+    "usage: berthctl poweroff | reboot | status | services | logs NAME | config show";
 
 /// Runs the command in `args` (without the program name); returns the exit code.
 pub fn main(args: &[String]) -> i32 {
@@ -13,6 +15,14 @@ pub fn main(args: &[String]) -> i32 {
         Some("reboot") => signal_init(sys::SIGTERM, "reboot"),
         Some("status") => status(),
         Some("config") if args.get(1).map(String::as_str) == Some("show") => config_show(),
+        Some("services") => services(),
+        Some("logs") => match args.get(1) {
+            Some(name) if args.len() == 2 => logs(name),
+            _ => {
+                eprintln!("usage: berthctl logs NAME (see `berthctl services` for the names)");
+                2
+            }
+        },
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             0
@@ -77,4 +87,66 @@ fn status() -> i32 {
         if state == "not-yet" { "no" } else { "yes" }
     );
     0
+}
+
+/// The table of /run/berth/services (written by PID 1 whenever a service changes).
+fn services() -> i32 {
+    use berth_contract::paths::SERVICE_STATE;
+    let text = match std::fs::read_to_string(SERVICE_STATE) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("berthctl: services: reading {SERVICE_STATE}: {e} (PID 1 writes it once the services are started)");
+            return 1;
+        }
+    };
+    let rows: Vec<Vec<&str>> =
+        std::iter::once(vec!["NAME", "KIND", "STATE", "RESTARTS", "PID", "DETAIL"])
+            .chain(text.lines().map(|l| l.splitn(6, '\t').collect()))
+            .collect();
+    let width = |c: usize| {
+        rows.iter()
+            .map(|r| r.get(c).map_or(0, |s| s.len()))
+            .max()
+            .unwrap_or(0)
+    };
+    let w: Vec<usize> = (0..5).map(width).collect();
+    for r in &rows {
+        let cell = |c: usize| r.get(c).copied().unwrap_or("");
+        println!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:>w4$}  {}",
+            cell(0),
+            cell(1),
+            cell(2),
+            cell(3),
+            cell(4),
+            cell(5),
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3],
+            w4 = w[4]
+        );
+    }
+    0
+}
+
+fn logs(name: &str) -> i32 {
+    use std::io::Write;
+    if !berth_contract::service::valid_name(name) {
+        eprintln!("berthctl: logs: {name:?} is not a service name");
+        return 2;
+    }
+    match crate::logs::read(name) {
+        Ok(bytes) => {
+            let _ = std::io::stdout().write_all(&bytes);
+            0
+        }
+        Err(e) => {
+            eprintln!(
+                "berthctl: logs: {}: {e} (see `berthctl services` for the names)",
+                crate::logs::path(name)
+            );
+            1
+        }
+    }
 }

@@ -15,6 +15,7 @@ mod esp;
 mod gpt;
 mod imds;
 mod initrd;
+mod logs;
 mod main_stage;
 mod net;
 mod power;
@@ -22,6 +23,7 @@ mod provision;
 mod services;
 mod shutdown;
 mod sys;
+mod units;
 
 use std::fmt;
 use std::time::Duration;

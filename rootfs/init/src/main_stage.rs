@@ -12,6 +12,7 @@ use crate::cmdline::{self, Halt};
 use crate::initrd::{load_modules, mount};
 use crate::services::{self, Supervisor};
 use crate::shutdown::shutdown;
+use crate::units::{self, Units};
 use crate::{dm, esp, net, power, provision, say, sys, warn, Ctx, Result};
 
 const SIGNALS: [libc::c_int; 4] = [sys::SIGCHLD, sys::SIGTERM, sys::SIGINT, sys::SIGUSR2];
@@ -235,25 +236,32 @@ pub fn run() -> Result<()> {
             warn!("symlink /etc/resolv.conf -> ../run/resolv.conf: {e}");
         }
     }
-    let local = config.is_some();
-    let nics = config.map(|c| c.network).unwrap_or_default();
+    let nics = config
+        .as_ref()
+        .map(|c| c.network.clone())
+        .unwrap_or_default();
     if let Err(e) = network(&nics) {
         crate::stop_pid1(&format!("provisioning: network: {e}"));
     }
-    if !local && crate::imds::on_ec2() {
-        if let Err(e) = provision::from_imds() {
-            crate::stop_pid1(&format!("provisioning: {e}"));
-        }
+    let config = match config {
+        None if crate::imds::on_ec2() => match provision::from_imds() {
+            Ok(c) => c,
+            Err(e) => crate::stop_pid1(&format!("provisioning: {e}")),
+        },
+        c => c,
+    };
+    // The image's services with the config's merged in (checked when the config was applied).
+    let list = match provision::services(config.as_ref()) {
+        Ok(l) => l,
+        Err(e) => crate::stop_pid1(&format!("provisioning: {e}")),
+    };
+    if let Err(e) = units::prepare_admin() {
+        warn!("preparing the admin container's keys: {e}");
     }
     // Containers need these modules (bridge, veth, netfilter), containerd's start does not:
     // they load on the side while containerd starts.
     let modules = std::thread::spawn(|| load_modules(paths::MODULE_LIST));
     services::prefetch(services::BINARIES);
-    let text = fs::read_to_string(paths::SERVICES).unwrap_or_default();
-    let (list, warnings) = services::parse_services(&text);
-    for w in warnings {
-        warn!("{w}");
-    }
     let mut sup = Supervisor::default();
     services::start_containerd(&mut sup)?;
     services::import_images(&mut sup, paths::IMAGES_DIR)?;
@@ -263,7 +271,13 @@ pub fn run() -> Result<()> {
         Err(_) => warn!("the module loading thread panicked"),
     }
     power::watch();
-    services::start_services(&mut sup, &list);
+    let mut units = Units::new(list);
+    units.start_all(&mut sup);
+    let (up, n) = units.count_up();
+    say!("services up={up}/{n}");
+    for w in units.not_up() {
+        warn!("required service {w}");
+    }
 
     match (c.state, c.slot) {
         (Some(state), Some(slot)) => match esp::bless(state, slot) {
@@ -295,6 +309,7 @@ pub fn run() -> Result<()> {
         }
         sup.reap();
         sup.tick();
+        units.poll(&mut sup);
     }
 }
 

@@ -281,9 +281,26 @@ fn read_drive(dev: &str, fstype: &str, source: &str) -> Result<String> {
     read
 }
 
+/// The image's services (`/etc/berth/services.json`) with the config's merged in: a config
+/// service replaces the image's of the same name, the others come after. Checked as a whole
+/// (every depends-on names a service, no cycles).
+pub fn services(c: Option<&MachineConfig>) -> Result<Vec<berth_contract::service::Service>> {
+    use berth_contract::service;
+    let image = match fs::read_to_string(service::SERVICES_FILE) {
+        Ok(text) => service::parse_file(&text)
+            .map_err(|e| crate::Error(format!("{}: {e}", service::SERVICES_FILE)))?,
+        Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+        Err(e) => fail!("reading {}: {e}", service::SERVICES_FILE),
+    };
+    let extra = c.map(|c| &c.services[..]).unwrap_or_default();
+    service::merge(&image, extra).map_err(|e| crate::Error(format!("services: {e}")))
+}
+
 /// Writes the config's files, hostname and SSH keys. Everything was checked by the parser
-/// (paths under /etc and /var, modes, owners), so what fails here is the disk.
+/// (paths under /etc and /var, modes, owners), so what fails here is the disk. Its services
+/// must fit the image's (checked before anything is written).
 fn apply(c: &MachineConfig) -> Result<()> {
+    services(Some(c))?;
     for f in &c.files {
         write_atomic(&f.path, f.content.as_bytes(), f.mode, f.uid, f.gid)
             .map_err(|e| crate::Error(format!("file {}: {e}", f.path)))?;

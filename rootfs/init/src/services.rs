@@ -12,23 +12,23 @@ use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_contract::service::Restart;
+
 use crate::{fail, say, sys, warn, Ctx, Result};
 
 const CONTAINERD: &str = "/usr/bin/containerd";
-const CTR: &str = "/usr/bin/ctr";
+pub const CTR: &str = "/usr/bin/ctr";
 const SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
 const RUNC: &str = "/usr/sbin/runc";
 const SOCKET: &str = "/run/containerd/containerd.sock";
-const NAMESPACE: &str = "berth";
+pub const NAMESPACE: &str = "berth";
 /// containerd under TCG takes several seconds to start; 60 s is far beyond a healthy start.
 const CONTAINERD_WAIT: Duration = Duration::from_secs(60);
 /// How long ctr waits for the socket to appear: it retries every 10 ms, so a ctr started
 /// alongside containerd connects the moment containerd serves.
-const CONNECT_TIMEOUT: &str = "60s";
+pub const CONNECT_TIMEOUT: &str = "60s";
 /// Image imports (content, then unpacking) end within this or are killed and reported.
 const IMPORT_LIMIT: Duration = Duration::from_secs(600);
-/// A one-shot container that runs longer than this is killed and reported; the boot goes on.
-const ONESHOT_LIMIT: Duration = Duration::from_secs(600);
 /// How often a long wait says what it is waiting for.
 const NOTE_EVERY: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -45,86 +45,42 @@ pub fn command(prog: &str, args: &[&str]) -> Command {
     c
 }
 
-fn ctr(args: &[&str]) -> Command {
+pub fn ctr(args: &[&str]) -> Command {
     let mut v = vec!["-n", NAMESPACE, "--connect-timeout", CONNECT_TIMEOUT];
     v.extend_from_slice(args);
     command(CTR, &v)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Oneshot,
-    Daemon,
+/// Where a child's stdout and stderr go.
+#[derive(Clone, Debug)]
+pub enum Log {
+    /// Appended to this file.
+    File(String),
+    /// Through a pipe to `/var/log/berth/<name>.log` (rotated), and with `tee` to the console.
+    Service { name: String, tee: bool },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Service {
-    pub name: String,
-    pub kind: Kind,
-    pub image: String,
-    pub args: Vec<String>,
-}
-
-impl Service {
-    /// `ctr` arguments that run this service.
-    fn run_args(&self) -> Vec<String> {
-        let mut v: Vec<String> = [
-            "-n",
-            NAMESPACE,
-            "--connect-timeout",
-            CONNECT_TIMEOUT,
-            "run",
-            "--rm",
-            "--net-host",
-            &self.image,
-            &self.name,
-        ]
-        .map(String::from)
-        .to_vec();
-        v.extend(self.args.iter().cloned());
-        v
-    }
-}
-
-/// /etc/berth/services: `name TAB oneshot|daemon TAB image TAB args` (args space-separated;
-/// blank and `#` lines skipped). Bad lines become warnings, not a failed boot.
-pub fn parse_services(text: &str) -> (Vec<Service>, Vec<String>) {
-    let (mut out, mut warnings) = (Vec::new(), Vec::new());
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() || line.trim_start().starts_with('#') {
-            continue;
-        }
-        let f: Vec<&str> = line.splitn(4, '\t').collect();
-        let kind = match f.get(1) {
-            Some(&"oneshot") => Some(Kind::Oneshot),
-            Some(&"daemon") => Some(Kind::Daemon),
-            _ => None,
-        };
-        match (f.first(), kind, f.get(2)) {
-            (Some(name), Some(kind), Some(image)) if !name.is_empty() && !image.is_empty() => out.push(Service {
-                name: name.to_string(),
-                kind,
-                image: image.to_string(),
-                args: f.get(3).map(|a| a.split(' ').filter(|s| !s.is_empty()).map(String::from).collect()).unwrap_or_default(),
-            }),
-            _ => warnings.push(format!(
-                "/etc/berth/services line {}: {line:?} is not `name<TAB>oneshot|daemon<TAB>image[<TAB>args]`; skipped",
-                n + 1
-            )),
-        }
-    }
-    (out, warnings)
-}
-
-/// A long-running child, restarted with backoff when it exits.
+/// A long-running child, restarted with backoff when it exits (as its policy says).
 struct Proc {
     label: String,
     prog: String,
     args: Vec<String>,
-    log: Option<String>,
+    log: Log,
+    restart: Restart,
     pid: Option<i32>,
     restarts: u32,
     next_start: Option<Instant>,
+    last_status: Option<i32>,
+}
+
+/// What the supervisor knows of one child, for `berthctl services`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcState {
+    pub pid: Option<i32>,
+    pub restarts: u32,
+    pub last_status: Option<i32>,
+    /// Exited and not going to be restarted.
+    pub done: bool,
 }
 
 #[derive(Default)]
@@ -138,7 +94,7 @@ pub fn backoff(restarts: u32) -> Duration {
     Duration::from_secs(1u64 << restarts.min(5)).min(MAX_BACKOFF)
 }
 
-fn describe(status: i32) -> String {
+pub fn describe(status: i32) -> String {
     use std::os::unix::process::ExitStatusExt;
     let s = std::process::ExitStatus::from_raw(status);
     match (s.code(), s.signal()) {
@@ -149,52 +105,98 @@ fn describe(status: i32) -> String {
 }
 
 impl Supervisor {
-    /// Adds and starts a child; stdout/stderr go to `log` (appended) or the console.
-    fn add(&mut self, label: &str, prog: &str, args: Vec<String>, log: Option<&str>) -> Result<()> {
+    /// Adds and starts a child.
+    pub fn add(
+        &mut self,
+        label: &str,
+        prog: &str,
+        args: Vec<String>,
+        log: Log,
+        restart: Restart,
+    ) -> Result<()> {
         self.procs.push(Proc {
             label: label.into(),
             prog: prog.into(),
             args,
-            log: log.map(String::from),
+            log,
+            restart,
             pid: None,
             restarts: 0,
             next_start: None,
+            last_status: None,
         });
         let i = self.procs.len() - 1;
         self.start(i)
+    }
+
+    /// The state of the child added as `label`.
+    pub fn state(&self, label: &str) -> Option<ProcState> {
+        self.procs
+            .iter()
+            .find(|p| p.label == label)
+            .map(|p| ProcState {
+                pid: p.pid,
+                restarts: p.restarts,
+                last_status: p.last_status,
+                done: p.pid.is_none() && p.next_start.is_none(),
+            })
     }
 
     fn start(&mut self, i: usize) -> Result<()> {
         let p = &mut self.procs[i];
         let args: Vec<&str> = p.args.iter().map(String::as_str).collect();
         let mut c = command(&p.prog, &args);
-        if let Some(log) = &p.log {
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .ctx(|| format!("opening {log}"))?;
-            let f2 = f
-                .try_clone()
-                .ctx(|| format!("duplicating the fd of {log}"))?;
-            c.stdout(f).stderr(f2);
+        match &p.log {
+            Log::File(log) => {
+                let f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .ctx(|| format!("opening {log}"))?;
+                let f2 = f
+                    .try_clone()
+                    .ctx(|| format!("duplicating the fd of {log}"))?;
+                c.stdout(f).stderr(f2);
+            }
+            Log::Service { name, tee } => {
+                let (r, w) = std::io::pipe().ctx(|| format!("pipe for the log of {name}"))?;
+                let w2 = w.try_clone().ctx(|| "duplicating a pipe fd")?;
+                c.stdout(w).stderr(w2);
+                crate::logs::spawn_writer(name, r, *tee);
+            }
         }
         let child = c
             .spawn()
             .ctx(|| format!("starting {} ({})", p.label, p.prog))?;
+        // `c` (and with it the pipe's write ends) is dropped here: the log writer sees EOF
+        // when the child's copies close.
         p.pid = Some(child.id() as i32);
         p.next_start = None;
         Ok(())
     }
 
-    /// A child was reaped: if it is one of ours, schedule its restart.
+    /// A child was reaped: if it is one of ours, schedule its restart (as its policy says).
     pub fn exited(&mut self, pid: i32, status: i32) {
         let stopping = self.stopping;
         let Some(p) = self.procs.iter_mut().find(|p| p.pid == Some(pid)) else {
             return;
         };
         p.pid = None;
+        p.last_status = Some(status);
         if stopping {
+            return;
+        }
+        let again = match p.restart {
+            Restart::Always => true,
+            Restart::OnFailure => status != 0,
+            Restart::Never => false,
+        };
+        if !again {
+            warn!(
+                "{} exited {}; not restarted (restart policy)",
+                p.label,
+                describe(status)
+            );
             return;
         }
         let delay = backoff(p.restarts);
@@ -237,7 +239,7 @@ impl Supervisor {
     }
 
     /// Like `reap`, but offers each reaped child to `claim` first (true: it was the caller's).
-    fn reap_with(&mut self, mut claim: impl FnMut(i32, i32) -> bool) {
+    pub fn reap_with(&mut self, mut claim: impl FnMut(i32, i32) -> bool) {
         while let Ok(Some((pid, status))) = sys::reap_any() {
             if !claim(pid, status) {
                 self.exited(pid, status);
@@ -300,7 +302,8 @@ pub fn start_containerd(sup: &mut Supervisor) -> Result<()> {
         "containerd",
         CONTAINERD,
         vec![],
-        Some("/var/log/containerd.log"),
+        Log::File("/var/log/containerd.log".into()),
+        Restart::Always,
     )
 }
 
@@ -493,38 +496,9 @@ fn server_version(text: &str) -> Option<String> {
     )
 }
 
-/// Runs the services in file order: oneshots to completion (bounded by `ONESHOT_LIMIT`), daemons
-/// supervised.
-pub fn start_services(sup: &mut Supervisor, services: &[Service]) {
-    for s in services {
-        let what = format!("service {}", s.name);
-        let args = s.run_args();
-        match s.kind {
-            Kind::Oneshot => {
-                let a: Vec<&str> = args.iter().map(String::as_str).collect();
-                let status = match command(CTR, &a).spawn() {
-                    Ok(mut child) => wait_supervised(sup, &mut child, &what, ONESHOT_LIMIT),
-                    Err(e) => {
-                        warn!("{what}: running {CTR}: {e}");
-                        None
-                    }
-                };
-                if let Some(st) = status {
-                    say!("{what} exited {}", describe(st));
-                }
-            }
-            Kind::Daemon => {
-                if let Err(e) = sup.add(&what, CTR, args, None) {
-                    warn!("{what}: {e}");
-                }
-            }
-        }
-    }
-}
-
 /// Waits for `child` while the supervisor goes on reaping (and restarting) the others; says so
 /// every `NOTE_EVERY`, and kills it after `limit`. Returns its wait status, or None if killed.
-fn wait_supervised(
+pub fn wait_supervised(
     sup: &mut Supervisor,
     child: &mut Child,
     what: &str,
@@ -563,41 +537,6 @@ fn wait_supervised(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_the_services_file() {
-        let (s, w) = parse_services(
-            "# comment\n\nhello\toneshot\tdocker.io/library/hello:1\t/bin/echo hi  there\n\
-             web\tdaemon\tlocal/web:2\nbad line\nx\tsometimes\timg\n",
-        );
-        assert_eq!(s.len(), 2);
-        assert_eq!(s[0].kind, Kind::Oneshot);
-        assert_eq!(s[0].args, ["/bin/echo", "hi", "there"]);
-        assert_eq!(
-            s[0].run_args(),
-            [
-                "-n",
-                "berth",
-                "--connect-timeout",
-                "60s",
-                "run",
-                "--rm",
-                "--net-host",
-                "docker.io/library/hello:1",
-                "hello",
-                "/bin/echo",
-                "hi",
-                "there"
-            ]
-        );
-        assert_eq!(
-            (s[1].name.as_str(), s[1].kind, s[1].args.len()),
-            ("web", Kind::Daemon, 0)
-        );
-        assert_eq!(s[1].run_args()[8], "web");
-        assert_eq!(w.len(), 2);
-        assert!(w[0].contains("line 5"), "{w:?}");
-    }
 
     #[test]
     fn versions_backoff_and_statuses() {
