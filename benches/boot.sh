@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark: time from QEMU start to "berth: ready" under this machine's accelerator (TCG here),
 # for direct kernel boot and for UEFI (OVMF + systemd-boot), medians of N boots each, with the
-# median time at which each boot phase's console line appeared; plus the sizes of the disk
-# image, the root filesystem and the compressed disk.
+# median time at which each boot phase's console line appeared; a first boot (images imported
+# into containerd) against a later boot of the same disk (images found unchanged, not imported
+# again); plus the sizes of the disk image, the root filesystem and the compressed disk.
 #
 #   benches/boot.sh [RUNS] [PROFILE]      (defaults: 5, profiles/test.toml)
 set -euo pipefail
@@ -30,7 +31,9 @@ boot_once() {
   : >"$log"
   local t0 now seen=()
   t0=$(date +%s.%N)
-  "$berth" run "$out" "$@" --no-reboot --console-log "$log" </dev/null >/dev/null 2>&1 &
+  local img="$out"
+  if [ "${1:-}" != "${1#/}" ]; then img=$1; shift; fi
+  "$berth" run "$img" "$@" --no-reboot --console-log "$log" </dev/null >/dev/null 2>&1 &
   local pid=$!
   for _ in $(seq 1 6000); do
     now=$(date +%s.%N)
@@ -57,6 +60,16 @@ boot_once() {
 direct=(); uefi=()
 for _ in $(seq "$runs"); do direct+=("$(boot_once direct --direct)"); done
 for _ in $(seq "$runs"); do uefi+=("$(boot_once uefi)"); done
+# First boot vs a later boot of the same (persistent) disk: the later one imports nothing.
+first=(); later=()
+for _ in $(seq "$runs"); do
+  rm -rf "$work/p"; cp -r --sparse=always "$out" "$work/p"
+  first+=("$(boot_once first "$work/p" --direct --persist)")
+  later+=("$(boot_once later "$work/p" --direct --persist)")
+  grep -aq "not imported again" "$work/console.log" || { echo "the later boot imported again" >&2; exit 1; }
+done
+f=$(printf '%s\n' "${first[@]}" | median)
+l=$(printf '%s\n' "${later[@]}" | median)
 d=$(printf '%s\n' "${direct[@]}" | median)
 u=$(printf '%s\n' "${uefi[@]}" | median)
 
@@ -76,6 +89,9 @@ for i in "${!phases[@]}"; do
   printf '  %-38s %8.2f %8.2f\n' "${labels[$i]}" "${pd:-0}" "${pu:-0}"
 done
 printf '%-40s %7.2f\n' "UEFI / direct (firmware + loader cost)" "$(echo "$u / $d" | bc -l)"
+printf '%-40s %7.2fs   runs: %s\n' "first boot, direct (imports images)" "$f" "$(printf '%.1f ' "${first[@]}")"
+printf '%-40s %7.2fs   runs: %s\n' "later boot, same disk (no imports)" "$l" "$(printf '%.1f ' "${later[@]}")"
+printf '%-40s %7.2f\n' "later / first" "$(echo "$l / $f" | bc -l)"
 printf '%-40s %7d MiB (allocated %d MiB)\n' "disk.raw" "$((disk >> 20))" "$((alloc >> 20))"
 printf '%-40s %7d MiB\n' "root filesystem (root.ext4)" "$((root >> 20))"
 printf '%-40s %7d MiB\n' "disk.raw compressed (zstd -3)" "$((zst >> 20))"

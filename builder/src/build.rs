@@ -121,6 +121,7 @@ fn format_ctx<'a>(
         disk_size: disk.layout.disk_size().get(),
         seed: verity.info.root_hash,
         qcow2_compressed: profile.outputs.qcow2_compressed,
+        ssh_user: profile.admin.as_ref().map(|a| a.user.as_str()),
     }
 }
 

@@ -103,6 +103,7 @@ fn ctx<'a>(out: &'a Path, disk: &'a Path, size: u64, compressed: bool) -> Format
         disk_size: size,
         seed: [0x42; 32],
         qcow2_compressed: compressed,
+        ssh_user: None,
     }
 }
 

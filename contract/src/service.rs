@@ -34,8 +34,8 @@
 //!   container, exit 0); without it a daemon is ready once started. tcp/http need host
 //!   networking. `ready-timeout` (seconds, default 120) bounds the wait.
 //! - `required` (default true): the boot is healthy only when this service is up.
-//! - `host-pid`, `privileged` (default false): join the host's PID namespace; all capabilities
-//!   and devices. The admin container uses both.
+//! - `host-pid`, `privileged` (default false): join the host's PID and UTS namespaces (its
+//!   processes and host name); all capabilities and devices. The admin container uses both.
 
 use alloc::format;
 use alloc::string::{String, ToString};

@@ -65,19 +65,29 @@ impl Image {
     }
 }
 
-/// Builds `profiles/test.toml` once per test process, in a scratch copy of profiles/ and
-/// overlays/ (so its lock file stays out of the repository), with a package cache shared by
-/// test runs under the target directory.
+/// Builds the vm-tests' image (`profiles/test.toml` plus a daemon from an OCI archive made
+/// here, [`VM_TEST_PROFILE`]) once per test process.
 pub fn test_image() -> &'static Image {
     static IMG: OnceLock<Image> = OnceLock::new();
     IMG.get_or_init(|| {
-        build_test_image().unwrap_or_else(|e| panic!("building the test image: {e:#}"))
+        build_profile("vm-test.toml", None)
+            .unwrap_or_else(|e| panic!("building the test image: {e:#}"))
     })
 }
 
-fn build_test_image() -> Result<Image> {
-    let root = target_dir().join("vm-tests");
-    let ws = root.join("ws");
+/// A scratch copy of profiles/ and overlays/ (so lock files stay out of the repository), made
+/// once per test process, with the vm-tests' own profile and its OCI archive added.
+fn workspace() -> Result<&'static Path> {
+    static WS: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    let ws = WS.get_or_init(|| make_workspace().map_err(|e| format!("{e:#}")));
+    match ws {
+        Ok(p) => Ok(p),
+        Err(e) => bail!("preparing the test workspace: {e}"),
+    }
+}
+
+fn make_workspace() -> Result<PathBuf> {
+    let ws = target_dir().join("vm-tests").join("ws");
     let _ = fs::remove_dir_all(&ws);
     fs::create_dir_all(&ws)?;
     for d in ["profiles", "overlays"] {
@@ -96,20 +106,28 @@ fn build_test_image() -> Result<Image> {
             fs::remove_file(p)?;
         }
     }
-    // The image the tests boot: test.toml plus a daemon from an OCI archive made here (the
-    // docker-save format, with tar and sha256sum, not with berth's own OCI writer).
+    // The docker-save format, made with tar and sha256sum, not with berth's own OCI writer.
     busybox_archive(&ws.join("profiles"), "web.tar")?;
     fs::write(ws.join("profiles/vm-test.toml"), VM_TEST_PROFILE)?;
-    let out = root.join("out");
+    Ok(ws)
+}
+
+/// Builds `profiles/<profile>` of the test workspace into `target/vm-tests/out-<name>`, with a
+/// package cache shared by test runs under the target directory.
+/// `formats`: the disk formats to write besides disk.raw (`None`: the profile's).
+pub fn build_profile(profile: &str, formats: Option<Vec<berth::formats::Format>>) -> Result<Image> {
+    let ws = workspace()?;
+    let root = target_dir().join("vm-tests");
+    let out = root.join(format!("out-{}", profile.trim_end_matches(".toml")));
     let printer = Printer::new(Mode::Quiet);
     berth::build::build(
         &berth::build::BuildOptions {
-            profile: ws.join("profiles/vm-test.toml"),
+            profile: ws.join("profiles").join(profile),
             out: Some(out.clone()),
             cache_dir: root.join("cache"),
             init: None,
             no_cache: false,
-            formats: None,
+            formats,
         },
         &printer,
     )?;
@@ -232,6 +250,45 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
+/// Runs `cmd` to its end or kills it after `timeout`; returns (exit code, stdout + stderr).
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<(i32, String)> {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    // Read both pipes on the side, so a chatty command cannot block on a full pipe.
+    let mut out = child.stdout.take().context("stdout")?;
+    let mut err = child.stderr.take().context("stderr")?;
+    let t_out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut b);
+        b
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut err, &mut b);
+        b
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{what} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut text = String::from_utf8_lossy(&t_out.join().unwrap_or_default()).into_owned();
+    text.push_str(&String::from_utf8_lossy(&t_err.join().unwrap_or_default()));
+    Ok((status.code().unwrap_or(-1), text))
+}
+
 /// Runs `cmd` in the guest through SSH to 127.0.0.1:`port` as `user` (bounded: 10 s to
 /// connect, `timeout` in all); returns (exit code, stdout + stderr).
 pub fn ssh(
@@ -258,30 +315,8 @@ pub fn ssh(
             "ConnectTimeout=10",
         ])
         .arg(format!("{user}@127.0.0.1"))
-        .arg(cmd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().context("starting ssh")?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("ssh {cmd:?} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let o = child.wait_with_output()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    Ok((o.status.code().unwrap_or(-1), text))
+        .arg(cmd);
+    run_bounded(&mut c, timeout)
 }
 
 /// Guests boot one at a time: on a 2-core host, two TCG guests (or one with 2 vCPUs) starve each

@@ -270,6 +270,7 @@ fn qcow2_on_virtio_blk_and_vmdk_on_virtio_scsi_boot_to_ready() {
         disk_size: fs::metadata(&disk).unwrap().len(),
         seed,
         qcow2_compressed: false,
+        ssh_user: None,
     };
     for fmt in [berth::formats::Format::Qcow2, berth::formats::Format::Vmdk] {
         let path = berth::formats::write(fmt, &ctx, None).unwrap();
@@ -541,7 +542,8 @@ struct Imds {
 
 impl Imds {
     /// `refuse_token`: answer the token request with 403 (an IMDS that disallows the instance).
-    fn start(user_data: Option<&'static str>, refuse_token: bool) -> Imds {
+    /// `ssh_key`: the key pair's public key in the metadata.
+    fn start(user_data: Option<&'static str>, refuse_token: bool, ssh_key: String) -> Imds {
         use std::io::{Read, Write};
         use std::sync::atomic::Ordering;
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -581,7 +583,9 @@ impl Imds {
                     if token_ok { "yes" } else { "no" }
                 ));
                 let (status, body): (&str, String) = match (method, path) {
-                    ("PUT", "/latest/api/token") if refuse_token => ("403 Forbidden", String::new()),
+                    ("PUT", "/latest/api/token") if refuse_token => {
+                        ("403 Forbidden", String::new())
+                    }
                     ("PUT", "/latest/api/token")
                         if header("X-aws-ec2-metadata-token-ttl-seconds").is_some() =>
                     {
@@ -593,12 +597,13 @@ impl Imds {
                         Some(u) => ("200 OK", u.into()),
                         None => ("404 Not Found", String::new()),
                     },
-                    ("GET", "/latest/meta-data/hostname") => ("200 OK", "ip-10-0-2-15.ec2.internal".into()),
+                    ("GET", "/latest/meta-data/hostname") => {
+                        ("200 OK", "ip-10-0-2-15.ec2.internal".into())
+                    }
                     ("GET", "/latest/meta-data/public-keys/") => ("200 OK", "0=berth-test".into()),
-                    ("GET", "/latest/meta-data/public-keys/0/openssh-key") => (
-                        "200 OK",
-                        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIImdsTestKeyImdsTestKeyImdsTestKey00 berth-test\n".into(),
-                    ),
+                    ("GET", "/latest/meta-data/public-keys/0/openssh-key") => {
+                        ("200 OK", format!("{ssh_key}\n"))
+                    }
                     _ => ("404 Not Found", String::new()),
                 };
                 let _ = write!(
@@ -633,16 +638,20 @@ impl Drop for Imds {
 /// On EC2 (SMBIOS says "Amazon EC2"), with no local config source, berth-init takes the
 /// config from IMDSv2 user-data over the token flow (the guest reaches the stand-in on the
 /// host's loopback through QEMU's guestfwd at 169.254.169.254:80, and nothing else), and the
-/// hostname and SSH key from the metadata where the config sets none.
+/// hostname and SSH key from the metadata where the config sets none. The aws profile's image,
+/// booted as EC2 boots it: UEFI, the disk on NVMe; then SSH as ec2-user with the key pair's key.
 #[test]
-fn ec2_imdsv2_user_data_and_metadata_provision_the_machine() {
-    let img = test_image();
+fn ec2_imdsv2_user_data_and_metadata_provision_the_aws_image() {
+    use berth_vm_tests::{build_profile, free_port, ssh, ssh_key};
+    let img = build_profile("aws.toml", Some(vec![])).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let key = ssh_key(work.path()).unwrap();
     let imds = Imds::start(
         Some(r#"{"version": 1, "files": [{"path": "/etc/motd", "content": "from IMDS\n"}]}"#),
         false,
+        key.public.clone(),
     );
     // QEMU runs one relay per guest connection, on its stdin/stdout, to the stand-in.
-    let work = tempfile::tempdir().unwrap();
     let relay = work.path().join("relay.py");
     fs::write(
         &relay,
@@ -653,9 +662,11 @@ fn ec2_imdsv2_user_data_and_metadata_provision_the_machine() {
          while True:\n    b = s.recv(65536)\n    if not b:\n        break\n    os.write(1, b)\n",
     )
     .unwrap();
+    let ssh_port = free_port().unwrap();
     let ec2 = |port: u16| {
         let mut cfg = VmConfig::new(&img.disk()).unwrap();
-        cfg.boot = img.direct("berth.after-ready=poweroff").unwrap();
+        cfg.boot = Boot::Uefi;
+        cfg.disk_bus = berth::run::qemu::DiskBus::Nvme;
         cfg.smbios = vec!["type=1,manufacturer=Amazon EC2,product=m7i.large".into()];
         // As on EC2, the metadata address is on the instance's link: a /16 of 169.254 here.
         cfg.user_net = Some(
@@ -666,17 +677,42 @@ fn ec2_imdsv2_user_data_and_metadata_provision_the_machine() {
             80,
             format!("python3 {} {port}", relay.display()),
         )];
+        cfg.forwards = vec![(ssh_port, 22)];
         cfg
     };
+    let ready = format!("berth: ready slot=a version={}", img.manifest.image.version);
     let mut g = Guest::start("imdsv2", ec2(imds.port)).unwrap();
-    g.wait_for(&ready_line(img), READY_DIRECT).unwrap();
-    g.wait_exit(SHUTDOWN).unwrap();
+    g.wait_for(&ready, READY_UEFI).unwrap();
     let c = g.console();
     assert!(
         c.contains("berth: provisioned from EC2 IMDSv2: hostname=ip-10-0-2-15 files=1 ssh-keys=1 network=0"),
         "{c}"
     );
     assert!(c.contains("berth: hostname ip-10-0-2-15"), "{c}");
+    assert!(
+        c.contains("berth: blessed berth-a+"),
+        "UEFI boot through systemd-boot:\n{c}"
+    );
+    // In through the admin container with the key pair from the metadata.
+    let t = Duration::from_secs(60);
+    let (code, out) = ssh(
+        ssh_port,
+        "ec2-user",
+        &key,
+        "berthctl status; cat /proc/1/root/etc/motd; ls /sys/block",
+        t,
+    )
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("slot=a ") && out.contains("blessed=yes"),
+        "{out}"
+    );
+    assert!(out.contains("from IMDS\n"), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("nvme0n1")),
+        "the disk is on NVMe: {out}"
+    );
     let reqs = imds.requests();
     assert_eq!(
         reqs.first().map(String::as_str),
@@ -689,17 +725,25 @@ fn ec2_imdsv2_user_data_and_metadata_provision_the_machine() {
     );
     assert!(
         reqs.iter()
+            .any(|r| r == "GET /latest/meta-data/public-keys/0/openssh-key token=yes"),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs.iter()
             .filter(|r| r.starts_with("GET"))
             .all(|r| r.ends_with("token=yes")),
         "a GET without the token: {reqs:?}"
     );
+    let _ = ssh(ssh_port, "ec2-user", &key, "berthctl poweroff", t);
+    g.wait_for("berth: unmounted", SHUTDOWN).unwrap();
+    g.wait_exit(SHUTDOWN).unwrap();
     drop(g);
 
     // A token endpoint that answers 403: the boot stops, saying so, and nothing is applied.
-    let refusing = Imds::start(None, true);
+    let refusing = Imds::start(None, true, key.public.clone());
     let mut g = Guest::start("imdsv2-403", ec2(refusing.port)).unwrap();
     let line = g
-        .wait_for("berth: FATAL: provisioning:", READY_DIRECT)
+        .wait_for("berth: FATAL: provisioning:", READY_UEFI)
         .unwrap();
     assert!(
         line.contains("EC2 IMDSv2: PUT http://169.254.169.254/latest/api/token: HTTP 403"),

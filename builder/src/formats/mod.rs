@@ -203,6 +203,8 @@ pub struct FormatCtx<'a> {
     /// qcow2: compress clusters (`qemu-img convert -c`, zlib). Smaller, slower to write; reads
     /// are slower too, and a guest's writes go to uncompressed clusters anyway.
     pub qcow2_compressed: bool,
+    /// The admin container's login user, if the image has one (the boxes' `ssh.username`).
+    pub ssh_user: Option<&'a str>,
 }
 
 impl FormatCtx<'_> {

@@ -6,10 +6,13 @@
 //! group names and mtime = SOURCE_DATE_EPOCH; gzip with header mtime 0, no file name, OS byte
 //! 255 ("unknown") and a fixed level. The compressor is the miniz_oxide in Cargo.lock.
 //!
-//! berth images run no SSH server unless the profile adds one as a container, so both
-//! Vagrantfiles turn off key insertion and synced folders (both need SSH). `vagrant up` boots the
-//! machine and then waits for SSH until `config.vm.boot_timeout`; `vagrant ssh` needs the ssh
-//! container. Vagrant (2.3) has no "none" communicator to skip that wait.
+//! Vagrant reaches a berth machine through the admin container (profile `[admin]`): dropbear
+//! and a busybox shell, the user uid 0, Vagrant's insecure key baked in by the vagrant profile.
+//! The Vagrantfile says what that shell-less, sudo-less OS needs: `ssh.shell = "sh"`,
+//! `ssh.sudo_command = "%c"`, `insert_key = false` (key insertion edits files the image owns),
+//! synced folders off, and a small guest plugin `berth` whose capabilities are berthctl calls:
+//! `change_host_name` (`berthctl hostname`, so `vm.hostname` works), `halt` (`berthctl
+//! poweroff`). Without an admin container `vagrant up` can only wait for SSH until boot_timeout.
 
 use std::fs;
 use std::io::{BufWriter, Read};
@@ -32,13 +35,34 @@ pub const VB_DISK_NAME: &str = "disk.vmdk";
 const GIB: u64 = 1 << 30;
 
 /// UEFI firmware images that work as a single read-only ROM (vagrant-libvirt uses `<loader
-/// type='rom'>` when no nvram is given, and giving one would share a template's variable store
-/// between machines). The first that exists on the Vagrant host is used.
-const LIBVIRT_LOADERS: &[&str] = &[
+/// type='rom'>` when no nvram is given). The first that exists on the Vagrant host is used.
+const LIBVIRT_ROMS: &[&str] = &[
     "/usr/share/ovmf/OVMF.fd",          // Debian, Ubuntu (package ovmf)
-    "/usr/share/qemu/OVMF.fd",          // Arch, openSUSE
-    "/usr/share/edk2-ovmf/x64/OVMF.fd", // Arch (edk2-ovmf)
+    "/usr/share/edk2/x64/OVMF.4m.fd",   // Arch (edk2-ovmf)
+    "/usr/share/edk2-ovmf/x64/OVMF.fd", // older Arch
+    "/usr/share/qemu/OVMF.fd",          // openSUSE, some Arch setups
     "/usr/share/edk2/ovmf/OVMF.fd",     // older Fedora
+];
+
+/// Otherwise split firmware (code + a variable-store template) as pflash, with a variable
+/// store per machine that libvirt makes from the template: current Fedora ships only these.
+const LIBVIRT_PFLASH: &[(&str, &str)] = &[
+    (
+        "/usr/share/edk2/ovmf/OVMF_CODE.fd",
+        "/usr/share/edk2/ovmf/OVMF_VARS.fd",
+    ), // Fedora
+    (
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    ), // Debian, Ubuntu
+    (
+        "/usr/share/edk2/x64/OVMF_CODE.4m.fd",
+        "/usr/share/edk2/x64/OVMF_VARS.4m.fd",
+    ), // Arch
+    (
+        "/usr/share/qemu/edk2-x86_64-code.fd",
+        "/usr/share/qemu/edk2-i386-vars.fd",
+    ), // QEMU's own
 ];
 
 /// One member of a box.
@@ -163,27 +187,81 @@ fn rb(s: &str) -> String {
     format!("{s:?}").replace('#', "\\#")
 }
 
+/// A guest plugin for berth machines, defined in the box's Vagrantfile (boxes can carry Ruby):
+/// Vagrant's Linux capabilities assume bash, sudo and a writable /etc in the login's root.
+const GUEST_PLUGIN: &str = r#"
+# A berth machine is reached through its admin container: busybox sh, no sudo, the host's
+# /etc not the login's. These capabilities ask berth-init (berthctl) instead.
+module BerthGuest
+  class Guest < Vagrant.plugin("2", :guest)
+    def detect?(machine)
+      machine.communicate.test("test -x /usr/bin/berthctl")
+    end
+  end
+
+  class Plugin < Vagrant.plugin("2")
+    name "berth guest"
+    guest(:berth, :linux) { Guest }
+    guest_capability(:berth, :change_host_name) { Caps }
+    guest_capability(:berth, :halt) { Caps }
+  end
+
+  class Caps
+    def self.change_host_name(machine, name)
+      machine.communicate.execute("berthctl hostname '#{name.to_s.split(".").first}'")
+    end
+
+    def self.halt(machine)
+      machine.communicate.execute("berthctl poweroff")
+    rescue IOError, Vagrant::Errors::SSHDisconnected
+      # The machine went down while the command ran: that is the point.
+    end
+  end
+end
+"#;
+
 fn vagrantfile_head(ctx: &FormatCtx) -> String {
-    format!(
-        "# Defaults of the berth box {name} {version}; a project's own Vagrantfile overrides them.\n\
-         #\n\
-         # berth images are immutable and run no SSH server unless the image's profile adds one as a\n\
-         # container: `vagrant up` boots the machine and then waits for SSH until boot_timeout, and\n\
-         # `vagrant ssh` and provisioners need that container. Synced folders need SSH: off.\n\
-         Vagrant.configure(\"2\") do |config|\n  \
-           config.vm.synced_folder \".\", \"/vagrant\", disabled: true\n  \
-           config.ssh.insert_key = false\n",
-        name = ctx.image_name.replace('\n', " "),
-        version = ctx.version.replace('\n', " "),
-    )
+    let name = ctx.image_name.replace('\n', " ");
+    let version = ctx.version.replace('\n', " ");
+    match ctx.ssh_user {
+        Some(user) => format!(
+            "# Defaults of the berth box {name} {version}; a project's own Vagrantfile overrides them.\n\
+             {GUEST_PLUGIN}\n\
+             Vagrant.configure(\"2\") do |config|\n  \
+               config.vm.guest = :berth\n  \
+               config.ssh.username = {user}\n  \
+               # The admin container has busybox sh, no bash, no sudo (the user is uid 0).\n  \
+               config.ssh.shell = \"sh\"\n  \
+               config.ssh.sudo_command = \"%c\"\n  \
+               # The image authorizes Vagrant's insecure key; inserting another edits the image's files.\n  \
+               config.ssh.insert_key = false\n  \
+               # Synced folders need tools an immutable image does not have.\n  \
+               config.vm.synced_folder \".\", \"/vagrant\", disabled: true\n",
+            user = rb(user),
+        ),
+        None => format!(
+            "# Defaults of the berth box {name} {version}; a project's own Vagrantfile overrides them.\n\
+             #\n\
+             # This image has no admin container (profile [admin]), so no SSH server: `vagrant up`\n\
+             # boots the machine and then waits for SSH until boot_timeout. Synced folders need SSH: off.\n\
+             Vagrant.configure(\"2\") do |config|\n  \
+               config.vm.synced_folder \".\", \"/vagrant\", disabled: true\n  \
+               config.ssh.insert_key = false\n"
+        ),
+    }
 }
 
 fn libvirt_vagrantfile(ctx: &FormatCtx) -> String {
-    let loaders = LIBVIRT_LOADERS
+    let roms = LIBVIRT_ROMS
         .iter()
         .map(|l| rb(l))
         .collect::<Vec<_>>()
-        .join(", ");
+        .join(",\n      ");
+    let pflash = LIBVIRT_PFLASH
+        .iter()
+        .map(|(c, v)| format!("[{}, {}]", rb(c), rb(v)))
+        .collect::<Vec<_>>()
+        .join(",\n      ");
     format!(
         "{head}\n  \
          config.vm.provider :libvirt do |libvirt|\n    \
@@ -192,11 +270,19 @@ fn libvirt_vagrantfile(ctx: &FormatCtx) -> String {
            libvirt.machine_type = \"q35\"\n    \
            libvirt.disk_bus = \"virtio\"\n    \
            libvirt.nic_model_type = \"virtio\"\n    \
-           # berth boots with UEFI only (systemd-boot on the ESP). A combined OVMF image works as a\n    \
-           # read-only ROM with no per-machine variable store; berth keeps its boot state on the ESP.\n    \
-           loader = [{loaders}].find {{ |f| File.exist?(f) }}\n    \
-           raise \"berth: no UEFI firmware (OVMF.fd) on this host: install ovmf (edk2-ovmf)\" unless loader\n    \
-           libvirt.loader = loader\n  \
+           # berth boots with UEFI only (systemd-boot on the ESP) and keeps its boot state on the\n    \
+           # ESP, not in UEFI variables. A combined OVMF image works as a read-only ROM; split\n    \
+           # firmware gets a variable store per machine, made by libvirt from the template.\n    \
+           rom = [\n      {roms}\n    ].find {{ |f| File.exist?(f) }}\n    \
+           code, vars = [\n      {pflash}\n    ].find {{ |c, v| File.exist?(c) && File.exist?(v) }}\n    \
+           if rom\n      \
+             libvirt.loader = rom\n    \
+           elsif code\n      \
+             libvirt.loader = code\n      \
+             libvirt.nvram = File.join(\"/var/lib/libvirt/qemu/nvram\", \"berth-#{{File.basename(Dir.pwd)}}-#{{File.basename(vars)}}\")\n    \
+           else\n      \
+             raise \"berth: no UEFI firmware on this host: install ovmf (Debian, Ubuntu) or edk2-ovmf (Fedora, Arch)\"\n    \
+           end\n  \
          end\n\
          end\n",
         head = vagrantfile_head(ctx),
@@ -347,6 +433,7 @@ mod tests {
             disk_size: 3 * GIB + 512,
             seed: [1; 32],
             qcow2_compressed: false,
+            ssh_user: Some("vagrant"),
         }
     }
 
@@ -369,11 +456,15 @@ mod tests {
         ] {
             assert!(v.contains("synced_folder \".\", \"/vagrant\", disabled: true"));
             assert!(v.contains("config.ssh.insert_key = false"));
-            let opens = v.matches(" do |").count();
-            let ends = v.lines().filter(|l| l.trim() == "end").count();
-            assert_eq!((opens, ends), (2, 2), "{v}");
+            assert!(v.contains("config.ssh.username = \"vagrant\""));
+            assert!(v.contains("config.ssh.shell = \"sh\""));
+            assert!(v.contains("config.vm.guest = :berth"));
         }
-        assert!(libvirt_vagrantfile(&ctx(d, "x")).contains("libvirt.loader = loader"));
+        let l = libvirt_vagrantfile(&ctx(d, "x"));
+        assert!(
+            l.contains("libvirt.loader = rom") && l.contains("OVMF_CODE_4M.fd"),
+            "{l}"
+        );
         assert!(virtualbox_vagrantfile(&ctx(d, "x")).contains("\"--firmware\", \"efi\""));
     }
 

@@ -120,6 +120,15 @@ const APPLETS: &[&str] = &[
     "traceroute",
 ];
 
+/// `shutdown` for tools that expect one (busybox has `poweroff` and `reboot`, which signal PID 1
+/// as berth-init expects, but no `shutdown`).
+const SHUTDOWN: &str = "#!/bin/sh\n\
+# shutdown [-h|-P|-H] [-r] [now|TIME] [MESSAGE]: the host, through berthctl.\n\
+case \" $* \" in\n\
+  *\" -r \"*) exec berthctl reboot ;;\n\
+  *) exec berthctl poweroff ;;\n\
+esac\n";
+
 /// The host's ctr in the image (/usr/bin/ctr is a wrapper).
 const REAL_CTR: &str = "/usr/libexec/berth/ctr";
 /// Where the image's start script is.
@@ -226,7 +235,7 @@ pub fn image(
     if user != "root" {
         passwd.push_str(&format!("{user}:*:0:0:berth admin:{home}:/bin/sh\n"));
     }
-    let files: [(&str, String, u16); 6] = [
+    let files: [(&str, String, u16); 7] = [
         ("/etc/passwd", passwd, 0o644),
         ("/etc/group", "root:x:0:\n".into(), 0o644),
         ("/etc/shells", "/bin/sh\n/bin/ash\n".into(), 0o644),
@@ -249,6 +258,7 @@ pub fn image(
             0o644,
         ),
         (START, start_script(a.port), 0o755),
+        ("/usr/sbin/shutdown", SHUTDOWN.into(), 0o755),
     ];
     for (path, text, mode) in files {
         m.insert(p(path)?, Entry::file(text, mode, sde))?;

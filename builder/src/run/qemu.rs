@@ -139,6 +139,8 @@ pub enum DiskBus {
     #[default]
     VirtioBlk,
     VirtioScsi,
+    /// An NVMe controller (what EC2 Nitro instances present EBS volumes as).
+    Nvme,
 }
 
 impl VmConfig {
@@ -298,6 +300,10 @@ pub fn command(cfg: &VmConfig, work: &Path) -> Result<Command> {
             .args(["-device", "virtio-scsi-pci,id=scsi0", "-drive"])
             .arg(format!("{drive},if=none,id=disk0"))
             .args(["-device", "scsi-hd,drive=disk0,bus=scsi0.0"]),
+        DiskBus::Nvme => c
+            .arg("-drive")
+            .arg(format!("{drive},if=none,id=disk0"))
+            .args(["-device", "nvme,drive=disk0,serial=berth0"]),
     };
     for d in &cfg.extra_drives {
         c.arg("-drive").arg(format!(

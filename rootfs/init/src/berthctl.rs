@@ -16,6 +16,13 @@ pub fn main(args: &[String]) -> i32 {
         Some("status") => status(),
         Some("config") if args.get(1).map(String::as_str) == Some("show") => config_show(),
         Some("services") => services(),
+        Some("hostname") => match args.get(1) {
+            Some(name) if args.len() == 2 => hostname(name),
+            _ => {
+                eprintln!("usage: berthctl hostname NAME");
+                2
+            }
+        },
         Some("logs") => match args.get(1) {
             Some(name) if args.len() == 2 => logs(name),
             _ => {
@@ -146,6 +153,37 @@ fn logs(name: &str) -> i32 {
                 "berthctl: logs: {}: {e} (see `berthctl services` for the names)",
                 crate::logs::path(name)
             );
+            1
+        }
+    }
+}
+
+/// Sets the machine's host name now and for later boots: `/etc/hostname` of PID 1's root (the
+/// host's, also from the admin container, which shares PID 1's PID namespace) and the host
+/// name of PID 1's UTS namespace.
+fn hostname(name: &str) -> i32 {
+    use std::os::fd::AsRawFd;
+    if !berth_contract::config::valid_hostname(name) {
+        eprintln!("berthctl: hostname: {name:?} is not a host name (letters, digits, inner `-`; labels of at most 63 separated by `.`)");
+        return 2;
+    }
+    let etc = "/proc/1/root/etc";
+    let tmp = format!("{etc}/.hostname.berthctl");
+    let written = std::fs::write(&tmp, format!("{name}\n"))
+        .and_then(|()| std::fs::rename(&tmp, format!("{etc}/hostname")));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        eprintln!("berthctl: hostname: writing {etc}/hostname: {e}");
+        return 1;
+    }
+    let set = std::fs::File::open("/proc/1/ns/uts").and_then(|ns| {
+        sys::setns(ns.as_raw_fd(), libc::CLONE_NEWUTS)?;
+        sys::sethostname(name)
+    });
+    match set {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("berthctl: hostname: setting it in PID 1's UTS namespace: {e} (it applies from the next boot)");
             1
         }
     }

@@ -312,6 +312,20 @@ struct Job {
     what: String,
     child: Child,
     status: Option<i32>,
+    tries: u32,
+    err: String,
+}
+
+/// A `ctr images import` that dialled containerd between its bind(2) and listen(2) gets
+/// ECONNREFUSED, which ctr does not retry (it retries only a missing socket): started again,
+/// this many times at most.
+const IMPORT_TRIES: u32 = 5;
+
+fn spawn_import(tar: &str) -> std::io::Result<Child> {
+    ctr(&["images", "import", tar])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
 }
 
 /// Imports every `dir/*.tar` (in name order) while containerd starts: each `ctr images import`
@@ -340,15 +354,13 @@ pub fn import_images(sup: &mut Supervisor, dir: &str) -> Result<()> {
             }
         }
         digests.push((tar.clone(), digest));
-        let spawned = ctr(&["images", "import", &tar])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn();
-        match spawned {
+        match spawn_import(&tar) {
             Ok(child) => jobs.push(Job {
                 what: tar,
                 child,
                 status: None,
+                tries: 1,
+                err: String::new(),
             }),
             Err(e) => warn!("running {CTR} images import {tar}: {e}"),
         }
@@ -368,6 +380,33 @@ pub fn import_images(sup: &mut Supervisor, dir: &str) -> Result<()> {
             },
         );
         sup.tick();
+        for j in jobs.iter_mut() {
+            if !matches!(j.status, Some(st) if st != 0) || !j.err.is_empty() {
+                continue;
+            }
+            let mut err = String::new();
+            if let Some(mut e) = j.child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            let refused = err.contains("failed to dial") && err.contains("connection refused");
+            if refused && j.tries < IMPORT_TRIES {
+                std::thread::sleep(Duration::from_millis(200));
+                match spawn_import(&j.what) {
+                    Ok(child) => {
+                        j.child = child;
+                        j.status = None;
+                        j.tries += 1;
+                        continue;
+                    }
+                    Err(e) => err = format!("{err}; starting it again: {e}"),
+                }
+            }
+            j.err = if err.trim().is_empty() {
+                "(no message)".into()
+            } else {
+                err
+            };
+        }
         if !serving && UnixStream::connect(SOCKET).is_ok() {
             serving = true;
             say!(
@@ -407,12 +446,9 @@ pub fn import_images(sup: &mut Supervisor, dir: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    for mut j in jobs {
+    for j in jobs {
         let Some(status) = j.status else { continue };
-        let mut err = String::new();
-        if let Some(mut e) = j.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
+        let err = j.err;
         if status == 0 {
             say!("imported {}", j.what);
             if let Some((_, Some(d))) = digests.iter().find(|(t, _)| *t == j.what) {

@@ -144,6 +144,12 @@ pub fn sethostname(name: &str) -> io::Result<()> {
     check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
 }
 
+/// Moves this thread into the namespace `fd` refers to (`nstype` e.g. `libc::CLONE_NEWUTS`).
+pub fn setns(fd: RawFd, nstype: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain integer arguments; the kernel checks the descriptor.
+    check(unsafe { libc::setns(fd, nstype) }).map(drop)
+}
+
 pub fn chroot(path: &str) -> io::Result<()> {
     let p = cstr(path)?;
     // SAFETY: `p` is a valid C string.

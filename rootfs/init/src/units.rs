@@ -67,8 +67,12 @@ pub fn run_args(s: &Service) -> Vec<String> {
         v.push("--privileged".into());
     }
     if s.host_pid {
-        v.push("--with-ns".into());
-        v.push("pid:/proc/1/ns/pid".into());
+        // The host's process table and its host name (so `hostname` in the admin shell is the
+        // machine's, and `berthctl hostname` changes both).
+        for ns in ["pid:/proc/1/ns/pid", "uts:/proc/1/ns/uts"] {
+            v.push("--with-ns".into());
+            v.push(ns.into());
+        }
     }
     for (k, val) in &s.env {
         v.push("--env".into());
@@ -557,6 +561,8 @@ mod tests {
             "--privileged",
             "--with-ns",
             "pid:/proc/1/ns/pid",
+            "--with-ns",
+            "uts:/proc/1/ns/uts",
             "--env",
             "A=x y",
             "--mount",
