@@ -14,7 +14,7 @@ use crate::root::init::{self, Init};
 use crate::units::Bytes;
 use crate::util::output::{self, Staging};
 use crate::util::printer::Printer;
-use crate::{boot, cache, disk, fetch, outdir, root};
+use crate::{boot, cache, disk, fetch, outdir, root, update};
 
 pub struct BuildOptions {
     pub profile: PathBuf,
@@ -25,6 +25,12 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// Formats to derive from disk.raw instead of the profile's `outputs.formats`.
     pub formats: Option<Vec<Format>>,
+    /// The release key that signs update.bundle (`berth keygen`); without one the bundle is
+    /// unsigned.
+    pub signing_key: Option<PathBuf>,
+    /// An earlier build's output directory: also write update-delta.bundle, holding only the
+    /// chunks that differ from it.
+    pub delta_from: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,14 +51,22 @@ pub fn build(opts: &BuildOptions, p: &Printer) -> Result<BuildResult> {
     let lock = fetch::lock_for(&profile, &opts.cache_dir, p)?;
     let init = locate_init(opts, &profile, p)?;
     let formats = formats::plan(opts.formats.as_deref().unwrap_or(&profile.outputs.formats))?;
+    let signing = update::signing(&profile, opts.signing_key.as_deref(), p)?;
+    let base = opts
+        .delta_from
+        .as_deref()
+        .map(update::Base::read)
+        .transpose()?;
     let key = cache::key(&cache::Inputs {
         profile: &profile,
         lock: &lock,
         init: &init.bytes,
         formats: &formats,
         builder: &cache::builder_digest()?,
+        signing: signing.as_ref().map(|k| k.verifying_key().to_bytes()),
+        delta_base: base.as_ref().map(|b| b.roothash),
     })?;
-    let names = outdir::output_names(&formats);
+    let names = outdir::output_names(&formats, base.is_some());
     let out = Staging::new(
         &opts
             .out
@@ -71,6 +85,14 @@ pub fn build(opts: &BuildOptions, p: &Printer) -> Result<BuildResult> {
     let verity = root::image::verity(&root, out.path(), p)?;
     let boot = boot::files(&profile, &packages, &rootfs, &init, out.path(), p)?;
     let disk = disk::write(&profile, &root, &verity, &boot, out.path(), p)?;
+    update::bundles(
+        &profile,
+        &verity,
+        signing.as_ref(),
+        base.as_ref(),
+        out.path(),
+        p,
+    )?;
     formats::write_all(
         &formats,
         &format_ctx(&profile, &disk, &verity, out.path()),

@@ -47,6 +47,10 @@ pub struct Inputs<'a> {
     pub init: &'a [u8],
     pub formats: &'a [Format],
     pub builder: &'a [u8; 32],
+    /// The public half of the key signing the bundle (the signature follows from it).
+    pub signing: Option<[u8; 32]>,
+    /// The root hash of the build a delta bundle is made against.
+    pub delta_base: Option<[u8; 32]>,
 }
 
 /// SHA-256 of the running executable: the builder's code, whatever changed in it. Computed
@@ -84,6 +88,18 @@ pub fn key(i: &Inputs<'_>) -> Result<Key> {
         for k in ["path", "sources", "overlays", "files", "init"] {
             o.remove(k);
         }
+        // Where the release key and the OCI archives are on this machine does not matter;
+        // their content (below) does.
+        if let Some(u) = o.get_mut("update").and_then(|u| u.as_object_mut()) {
+            u.remove("public-key");
+        }
+        if let Some(cs) = o.get_mut("containers").and_then(|c| c.as_array_mut()) {
+            for c in cs {
+                if let Some(src) = c.get_mut("source").and_then(|s| s.as_object_mut()) {
+                    src.remove("archive");
+                }
+            }
+        }
     }
     field("profile", v.to_string().as_bytes());
     field("lock", toml::to_string(i.lock)?.as_bytes());
@@ -92,6 +108,29 @@ pub fn key(i: &Inputs<'_>) -> Result<Key> {
         let mut t = Sha256::new();
         hash_tree(&mut t, &o.path).with_context(|| format!("overlay {}", o.name))?;
         field("overlay", &t.finalize());
+    }
+    if let Some(k) = &i.profile.update.public_key {
+        let data = fs::read(k).with_context(|| format!("reading {}", k.display()))?;
+        field("update-key", &Sha256::digest(data));
+    }
+    if let Some(s) = i.signing {
+        field("signing-key", &s);
+    }
+    if let Some(b) = i.delta_base {
+        field("delta-base", &b);
+    }
+    for c in &i.profile.containers {
+        if let profile::ImageSource::Archive(p) = &c.source {
+            let mut t = Sha256::new();
+            if p.is_dir() {
+                hash_tree(&mut t, p).with_context(|| format!("[[containers]] {:?}", c.name))?;
+            } else {
+                t.update(crate::util::digest::sha256_file(p).with_context(|| {
+                    format!("[[containers]] {:?}: reading {}", c.name, p.display())
+                })?);
+            }
+            field("archive", &t.finalize());
+        }
     }
     for f in &i.profile.files {
         let mut spec = serde_json::to_value(f)?;
@@ -332,6 +371,8 @@ mod tests {
             init,
             formats,
             builder,
+            signing: None,
+            delta_base: None,
         })
         .unwrap()
     }
@@ -369,6 +410,21 @@ mod tests {
             key_of(&p, b"init", &[Format::Qcow2], &[0; 32]),
         ));
         changed.push(("builder", key_of(&p, b"init", &[], &[1; 32])));
+        // The bundle's signing key and a delta's base.
+        let with = |signing, delta_base| {
+            key(&Inputs {
+                profile: &p,
+                lock: &lock(),
+                init: b"init",
+                formats: &[],
+                builder: &[0; 32],
+                signing,
+                delta_base,
+            })
+            .unwrap()
+        };
+        changed.push(("signing key", with(Some([5; 32]), None)));
+        changed.push(("delta base", with(None, Some([6; 32]))));
 
         assert_eq!(key_of(&p, b"init", &[], &[0; 32]), base, "all restored");
         for (what, k) in &changed {
@@ -418,6 +474,8 @@ mod tests {
             init: b"i",
             formats: &[],
             builder: &[0; 32],
+            signing: None,
+            delta_base: None,
         })
         .unwrap_err();
         assert!(format!("{e:#}").contains("overlay extra"), "{e:#}");

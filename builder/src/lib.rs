@@ -35,6 +35,7 @@ pub mod profile;
 pub mod publish;
 pub mod root;
 pub mod run;
+pub mod update;
 pub mod util;
 
 /// Sizes are used everywhere; `crate::units` is shorter than `crate::util::units`.

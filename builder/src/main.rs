@@ -48,6 +48,8 @@ fn run(cli: Cli) -> Result<Option<i32>> {
         Command::Config(c) => cli::config::run(c, &printer)?,
         Command::Clean(a) => cli::clean::run(a, cache, &printer)?,
         Command::Lock(a) => cli::lock::run(a, cache, &printer)?,
+        Command::Keygen(a) => cli::bundle::keygen(a, &printer)?,
+        Command::Bundle(c) => cli::bundle::run(c, &printer)?,
     }
     Ok(None)
 }

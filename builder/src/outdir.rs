@@ -22,8 +22,20 @@ pub const VMLINUZ: &str = "vmlinuz";
 pub const INITRD: &str = "initrd";
 pub const MANIFEST: &str = "manifest.json";
 pub const SHA256SUMS: &str = "SHA256SUMS";
+/// The update bundle (`berth_contract::bundle`): what `berthctl update apply` takes.
+pub const UPDATE_BUNDLE: &str = "update.bundle";
+/// With `--delta-from`: the bundle holding only what changed since that build.
+pub const DELTA_BUNDLE: &str = "update-delta.bundle";
 /// The files every build writes, in the order they are listed.
-pub const FIXED: &[&str] = &[DISK, ROOT_IMAGE, ROOT_VERITY, VMLINUZ, INITRD, MANIFEST];
+pub const FIXED: &[&str] = &[
+    DISK,
+    ROOT_IMAGE,
+    ROOT_VERITY,
+    VMLINUZ,
+    INITRD,
+    UPDATE_BUNDLE,
+    MANIFEST,
+];
 
 /// The default output directory: `out/<image name>/` in the current directory.
 pub fn default_out(profile: &Profile) -> PathBuf {
@@ -32,8 +44,11 @@ pub fn default_out(profile: &Profile) -> PathBuf {
 
 /// Every file a build with these formats writes: the fixed artifacts, the derived formats, and
 /// SHA256SUMS last.
-pub fn output_names(formats: &[Format]) -> Vec<&'static str> {
+pub fn output_names(formats: &[Format], delta: bool) -> Vec<&'static str> {
     let mut v: Vec<&'static str> = FIXED.to_vec();
+    if delta {
+        v.push(DELTA_BUNDLE);
+    }
     v.extend(formats.iter().map(|f| f.file_name()));
     v.push(SHA256SUMS);
     v

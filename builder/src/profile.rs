@@ -81,6 +81,7 @@ pub struct Profile {
     pub boot: Boot,
     pub containers: Vec<Container>,
     pub admin: Option<Admin>,
+    pub update: Update,
     pub outputs: Outputs,
     pub init: Init,
     pub overlays: Vec<Overlay>,
@@ -174,6 +175,17 @@ fn service_json<S: serde::Serializer>(s: &Service, ser: S) -> std::result::Resul
     v.serialize(ser)
 }
 
+/// How machines of this image take updates.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Update {
+    /// The release key's public half (`berth keygen`), baked into the image: its machines
+    /// apply only bundles signed by it.
+    pub public_key: Option<PathBuf>,
+    /// Without a key: accept unsigned bundles (never the default).
+    pub allow_unsigned: bool,
+}
+
 /// The admin container: an SSH server (dropbear) and a busybox shell, with `berthctl` and
 /// `ctr`, in the host's network and PID namespaces.
 #[derive(Clone, Debug, Serialize)]
@@ -259,6 +271,7 @@ struct RawProfile {
     boot: Option<RawBoot>,
     containers: Option<Vec<RawContainer>>,
     admin: Option<RawAdmin>,
+    update: Option<RawUpdate>,
     outputs: Option<RawOutputs>,
     init: Option<RawInit>,
     overlays: Option<Vec<String>>,
@@ -342,6 +355,13 @@ struct RawContainer {
     required: Option<toml::Value>,
     host_pid: Option<toml::Value>,
     privileged: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawUpdate {
+    public_key: Option<String>,
+    allow_unsigned: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -673,6 +693,7 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
     let mut boot = RawBoot::default();
     let mut containers: Vec<(RawContainer, PathBuf, PathBuf, String)> = Vec::new();
     let mut admin: Option<RawAdmin> = None;
+    let mut update = Update::default();
     let mut admin_file = PathBuf::new();
     let mut outputs = RawOutputs::default();
     let mut init: Option<PathBuf> = None;
@@ -719,6 +740,20 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
             // A child's container of the same name replaces the base's.
             containers.retain(|(o, ..)| o.name.get_ref().0 != c.name.get_ref().0);
             containers.push((c, layer.path.clone(), dir.clone(), layer.text.clone()));
+        }
+        if let Some(u) = raw.update {
+            if let Some(k) = u.public_key {
+                let path = dir.join(&k);
+                if !path.is_file() {
+                    bail!("{}: key `update.public-key`: {} does not exist (make a key pair with `berth keygen NAME`; paths are relative to the profile)", layer.path.display(), path.display());
+                }
+                let path = inside(&layer.path, "key `update.public-key`", &path, &dir)?;
+                crate::update::read_public(&path).with_context(|| {
+                    format!("{}: key `update.public-key`", layer.path.display())
+                })?;
+                update.public_key = Some(path);
+            }
+            update.allow_unsigned = u.allow_unsigned.unwrap_or(update.allow_unsigned);
         }
         if let Some(a) = raw.admin {
             let base = admin.take().unwrap_or_default();
@@ -924,6 +959,7 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
         },
         containers,
         admin,
+        update,
         runtime: Runtime { packages, binaries },
         init: Init { path: init },
         overlays,

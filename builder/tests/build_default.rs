@@ -117,7 +117,7 @@ fn sha256(p: &Path) -> String {
 #[test]
 fn default_profile_builds_and_e2fsck_is_clean() {
     let b = built();
-    for f in berth::outdir::output_names(&[]) {
+    for f in berth::outdir::output_names(&[], false) {
         assert!(b.out.join(f).is_file(), "{f} missing");
     }
     let o = Command::new("e2fsck")
@@ -372,7 +372,7 @@ fn second_build_with_other_cache_and_out_is_identical() {
     let out = tmp.path().join("out-b");
     let o = build(&b.ws, "profiles/qemu.toml", &out, &cache, &["-q"]);
     ok(&o, "second berth build");
-    for f in berth::outdir::output_names(&[]) {
+    for f in berth::outdir::output_names(&[], false) {
         assert_eq!(
             sha256(&out.join(f)),
             sha256(&b.out.join(f)),
@@ -392,7 +392,7 @@ fn warm_rebuild_reuses_the_cached_result_and_quiet_prints_only_paths() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines.len(),
-        berth::outdir::output_names(&[]).len(),
+        berth::outdir::output_names(&[], false).len(),
         "quiet mode prints the result paths only: {stdout:?}"
     );
     assert!(lines.iter().all(|l| Path::new(l).is_file()), "{lines:?}");
@@ -940,7 +940,7 @@ fn out_naming_a_regular_file_is_refused_and_left_alone() {
 #[test]
 fn outputs_are_0644_and_the_directory_0755() {
     let b = built();
-    for f in berth::outdir::output_names(&[]) {
+    for f in berth::outdir::output_names(&[], false) {
         let mode = fs::metadata(b.out.join(f)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o644, "{f}: {mode:o}");
     }

@@ -177,6 +177,32 @@ impl BootEntry {
     }
 }
 
+/// The entry systemd-boot boots by default among berth's entries (`boot_entry_compare` in
+/// systemd-boot, for entries that all share [`SORT_KEY`]): entries with no tries left last;
+/// then the newest `version` first; then the file name descending; then more tries left, fewer
+/// tries done. `entries` are (name, version); returns the index of the winner.
+pub fn default_entry(entries: &[(EntryName, String)]) -> Option<usize> {
+    use core::cmp::Ordering;
+    let key = |i: usize, j: usize| -> Ordering {
+        let (a, av) = &entries[i];
+        let (b, bv) = &entries[j];
+        // "Less" sorts first.
+        a.is_bad()
+            .cmp(&b.is_bad())
+            .then_with(|| crate::bundle::version_cmp(bv, av))
+            .then_with(|| b.file_name().cmp(&a.file_name()))
+            .then_with(|| {
+                let left = |e: &EntryName| e.tries.map_or(u32::MAX, |t| t.left);
+                left(b).cmp(&left(a))
+            })
+            .then_with(|| {
+                let done = |e: &EntryName| e.tries.map_or(0, |t| t.done);
+                done(a).cmp(&done(b))
+            })
+    };
+    (0..entries.len()).min_by(|&i, &j| key(i, j))
+}
+
 /// `loader/loader.conf`: the menu timeout in seconds, and nothing systemd-boot would add on
 /// its own (no auto entries, no editor).
 pub fn loader_conf(timeout: u32) -> String {
@@ -190,6 +216,22 @@ mod tests {
     use alloc::string::ToString;
     use alloc::vec;
     use alloc::vec::Vec;
+
+    #[test]
+    fn the_default_entry_follows_systemd_boot() {
+        let e = |n: &str, v: &str| (EntryName::parse(n).unwrap(), v.to_string());
+        // A fresh update (tries left) with a newer version beats the blessed old slot.
+        let v = vec![e("berth-a.conf", "0.1.0"), e("berth-b+3.conf", "0.2.0")];
+        assert_eq!(default_entry(&v), Some(1));
+        // Both blessed: the newest version, whichever slot holds it (no sort-key/version,
+        // B would always win by file name).
+        let v = vec![e("berth-b.conf", "0.1.0"), e("berth-a.conf", "0.2.0")];
+        assert_eq!(default_entry(&v), Some(1));
+        // A bad entry (no tries left) sorts last even with a newer version: the rollback.
+        let v = vec![e("berth-a.conf", "0.1.0"), e("berth-b+0-3.conf", "0.2.0")];
+        assert_eq!(default_entry(&v), Some(0));
+        assert_eq!(default_entry(&[]), None);
+    }
 
     #[test]
     fn names_through_every_boot_counting_state() {

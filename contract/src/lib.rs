@@ -19,6 +19,7 @@
 
 extern crate alloc;
 
+pub mod bundle;
 pub mod cmdline;
 pub mod config;
 mod crc32;

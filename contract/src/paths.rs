@@ -51,3 +51,8 @@ pub const IMAGES_DIR: &str = "/usr/share/berth/images";
 pub const INIT: &str = "/usr/sbin/init";
 /// Where the initrd stage mounts the root before switching to it.
 pub const SYSROOT: &str = "/sysroot";
+
+/// The release key machines check update bundles with (a `berth-ed25519 <hex>` line).
+pub const UPDATE_KEY: &str = "/usr/share/berth/update/release.pub";
+/// Present when the image accepts unsigned bundles (a profile without a key said so).
+pub const UPDATE_ALLOW_UNSIGNED: &str = "/usr/share/berth/update/allow-unsigned";

@@ -109,6 +109,17 @@ fn make_workspace() -> Result<PathBuf> {
     // The docker-save format, made with tar and sha256sum, not with berth's own OCI writer.
     busybox_archive(&ws.join("profiles"), "web.tar")?;
     fs::write(ws.join("profiles/vm-test.toml"), VM_TEST_PROFILE)?;
+    // A fixed release key for the tests (fixed, so cached builds stay valid between runs).
+    fs::write(ws.join("profiles/release.key"), TEST_SECRET_KEY)?;
+    let key = berth::update::read_secret(&ws.join("profiles/release.key"))?;
+    fs::write(
+        ws.join("profiles/release.pub"),
+        berth::update::public_line(&key.verifying_key()),
+    )?;
+    fs::write(
+        ws.join("profiles/vm-test-v2.toml"),
+        "schema = 1\nextends = \"vm-test.toml\"\n\n[image]\nversion = \"0.2.0\"\n",
+    )?;
     Ok(ws)
 }
 
@@ -116,6 +127,15 @@ fn make_workspace() -> Result<PathBuf> {
 /// package cache shared by test runs under the target directory.
 /// `formats`: the disk formats to write besides disk.raw (`None`: the profile's).
 pub fn build_profile(profile: &str, formats: Option<Vec<berth::formats::Format>>) -> Result<Image> {
+    build_profile_delta(profile, formats, None)
+}
+
+/// [`build_profile`], also writing update-delta.bundle against the build in `delta_from`.
+pub fn build_profile_delta(
+    profile: &str,
+    formats: Option<Vec<berth::formats::Format>>,
+    delta_from: Option<PathBuf>,
+) -> Result<Image> {
     let ws = workspace()?;
     let root = target_dir().join("vm-tests");
     let out = root.join(format!("out-{}", profile.trim_end_matches(".toml")));
@@ -128,11 +148,26 @@ pub fn build_profile(profile: &str, formats: Option<Vec<berth::formats::Format>>
             init: None,
             no_cache: false,
             formats,
+            signing_key: Some(ws.join("profiles/release.key")),
+            delta_from,
         },
         &printer,
     )?;
     let manifest = berth::artifacts::BuildManifest::read(&out)?;
     Ok(Image { dir: out, manifest })
+}
+
+/// The vm-tests' release key: fixed arbitrary bytes, for tests and nothing else.
+const TEST_SECRET_KEY: &str =
+    "berth-ed25519-secret 1f0e3c8a5d6b7a49e2c4f1b0d3a5c7e9f1a3b5c7d9e1f3a5b7c9d1e3f5a7b9c1\n";
+
+/// The workspace's release key files.
+pub fn release_key() -> Result<(PathBuf, PathBuf)> {
+    let ws = workspace()?;
+    Ok((
+        ws.join("profiles/release.key"),
+        ws.join("profiles/release.pub"),
+    ))
 }
 
 /// test.toml plus `web`: busybox httpd from a user-made OCI archive, with an environment
@@ -147,6 +182,9 @@ command = ["/bin/busybox", "httpd", "-f", "-vv", "-p", "8080", "-h", "/www"]
 env = { GREETING = "hello  world" }
 mounts = [{ source = "/var/lib/web", target = "/www/data", read-only = true }]
 ready = { http = "http://127.0.0.1:8080/" }
+
+[update]
+public-key = "release.pub"
 "#;
 
 /// Writes `dir/name`: a docker-save archive (manifest.json, config, one layer) of a tree with
@@ -252,9 +290,14 @@ pub fn free_port() -> Result<u16> {
 
 /// Runs `cmd` to its end or kills it after `timeout`; returns (exit code, stdout + stderr).
 pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<(i32, String)> {
+    cmd.stdin(Stdio::null());
+    run_bounded_with_stdin(cmd, timeout)
+}
+
+/// [`run_bounded`] with whatever stdin `cmd` was given.
+pub fn run_bounded_with_stdin(cmd: &mut Command, timeout: Duration) -> Result<(i32, String)> {
     let what = format!("{cmd:?}");
     let mut child = cmd
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -289,15 +332,23 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<(i32, String)
     Ok((status.code().unwrap_or(-1), text))
 }
 
-/// Runs `cmd` in the guest through SSH to 127.0.0.1:`port` as `user` (bounded: 10 s to
-/// connect, `timeout` in all); returns (exit code, stdout + stderr).
-pub fn ssh(
+/// Like [`ssh`], with `input` (a file) as the command's stdin.
+pub fn ssh_with_input(
     port: u16,
     user: &str,
     key: &SshKey,
     cmd: &str,
+    input: &Path,
     timeout: Duration,
 ) -> Result<(i32, String)> {
+    let mut c = ssh_command(port, user, key, cmd);
+    c.stdin(Stdio::from(
+        fs::File::open(input).with_context(|| format!("opening {}", input.display()))?,
+    ));
+    run_bounded_with_stdin(&mut c, timeout)
+}
+
+fn ssh_command(port: u16, user: &str, key: &SshKey, cmd: &str) -> Command {
     let mut c = Command::new("ssh");
     c.arg("-i")
         .arg(&key.private)
@@ -316,6 +367,19 @@ pub fn ssh(
         ])
         .arg(format!("{user}@127.0.0.1"))
         .arg(cmd);
+    c
+}
+
+/// Runs `cmd` in the guest through SSH to 127.0.0.1:`port` as `user` (bounded: 10 s to
+/// connect, `timeout` in all); returns (exit code, stdout + stderr).
+pub fn ssh(
+    port: u16,
+    user: &str,
+    key: &SshKey,
+    cmd: &str,
+    timeout: Duration,
+) -> Result<(i32, String)> {
+    let mut c = ssh_command(port, user, key, cmd);
     run_bounded(&mut c, timeout)
 }
 

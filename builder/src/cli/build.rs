@@ -11,7 +11,8 @@ use berth::formats::Format;
 use berth::util::printer::Printer;
 
 /// Build an image: disk.raw (GPT, ESP, slots A/B, state), root.ext4, root.verity, vmlinuz,
-/// initrd, manifest.json and SHA256SUMS, plus the formats asked for, in the output directory.
+/// initrd, update.bundle, manifest.json and SHA256SUMS, plus the formats asked for, in the
+/// output directory.
 ///
 /// Uses the lock file next to the profile (PROFILE with .lock instead of .toml); without one,
 /// resolves the packages and writes it. Outputs replace the previous ones only when complete;
@@ -36,6 +37,14 @@ pub struct BuildArgs {
     /// repeatable or comma-separated.
     #[arg(long = "format", value_name = "FORMAT", value_delimiter = ',')]
     formats: Vec<Format>,
+    /// The release key (NAME.key from `berth keygen`) that signs update.bundle; it must be the
+    /// pair of the profile's update.public-key.
+    #[arg(long, value_name = "FILE", env = "BERTH_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
+    /// An earlier build's output directory: also write update-delta.bundle, holding only the
+    /// chunks of the root and verity tree that changed since.
+    #[arg(long, value_name = "OLD_IMAGE_DIR")]
+    delta_from: Option<PathBuf>,
 }
 
 pub fn run(a: BuildArgs, cache_dir: PathBuf, printer: &Printer) -> Result<()> {
@@ -49,6 +58,8 @@ pub fn run(a: BuildArgs, cache_dir: PathBuf, printer: &Printer) -> Result<()> {
             init: a.init,
             no_cache: a.no_cache,
             formats: (!a.formats.is_empty()).then_some(a.formats),
+            signing_key: a.signing_key,
+            delta_from: a.delta_from,
         },
         printer,
     )?;

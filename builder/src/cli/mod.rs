@@ -2,6 +2,7 @@
 //! the library), and the signal handling that belongs to the process.
 
 pub mod build;
+pub mod bundle;
 pub mod clean;
 pub mod config;
 pub mod inspect;
@@ -60,6 +61,9 @@ pub enum Command {
     Config(config::ConfigCommand),
     Clean(clean::CleanArgs),
     Lock(lock::LockArgs),
+    Keygen(bundle::KeygenArgs),
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
 }
 
 impl Global {

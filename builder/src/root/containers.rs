@@ -174,8 +174,9 @@ fn built(what: &str, img: OciImage, sde: i64) -> Result<ImageBlobs> {
         .with_context(|| format!("building the OCI image of {what}"))
 }
 
-/// The archive at `IMAGES_DIR/<name>.tar`, and its manifest digest beside it: berth-init
-/// imports an archive only when containerd does not hold that manifest yet.
+/// The archive at `IMAGES_DIR/<name>.tar`, and beside it its manifest digest and name:
+/// berth-init imports an archive only when containerd does not hold that manifest under that
+/// name yet.
 fn bake(rootfs: &mut RootfsManifest, name: &str, blobs: &ImageBlobs, sde: i64) -> Result<()> {
     let mut tar = Vec::new();
     oci::write_blobs(blobs, sde, &mut tar)?;
@@ -185,7 +186,11 @@ fn bake(rootfs: &mut RootfsManifest, name: &str, blobs: &ImageBlobs, sde: i64) -
     )?;
     rootfs.manifest.insert(
         ImagePath::new(&format!("{IMAGES_DIR}/{name}.tar.digest"))?,
-        Entry::file(format!("{}\n", blobs.manifest_digest), 0o644, sde),
+        Entry::file(
+            format!("{} {}\n", blobs.manifest_digest, blobs.reference),
+            0o644,
+            sde,
+        ),
     )?;
     Ok(())
 }

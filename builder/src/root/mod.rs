@@ -49,6 +49,7 @@ pub fn assemble(
     let for_images: Vec<&crate::fetch::PackageData> =
         packages.image.iter().chain(&packages.runtime).collect();
     containers::add_containers(profile, &for_images, &init.bytes, &mut rootfs)?;
+    add_update_policy(profile, &mut rootfs)?;
     step.done(&format!(
         "{} entries, {} of files, kernel {}",
         rootfs.manifest.len(),
@@ -56,4 +57,29 @@ pub fn assemble(
         rootfs.kernel.version
     ));
     Ok(rootfs)
+}
+
+/// What machines check update bundles with: the release key, or the explicit consent to
+/// unsigned bundles.
+fn add_update_policy(profile: &Profile, rootfs: &mut RootfsManifest) -> Result<()> {
+    use crate::fsimage::manifest::{Entry, ImagePath};
+    use berth_contract::paths::{UPDATE_ALLOW_UNSIGNED, UPDATE_KEY};
+    let sde = profile.image.source_date_epoch;
+    if let Some(k) = &profile.update.public_key {
+        let key = crate::update::read_public(k)?;
+        rootfs.manifest.insert(
+            ImagePath::new(UPDATE_KEY)?,
+            Entry::file(crate::update::public_line(&key), 0o644, sde),
+        )?;
+    } else if profile.update.allow_unsigned {
+        rootfs.manifest.insert(
+            ImagePath::new(UPDATE_ALLOW_UNSIGNED)?,
+            Entry::file(
+                "unsigned update bundles are accepted (profile: update.allow-unsigned)\n",
+                0o644,
+                sde,
+            ),
+        )?;
+    }
+    Ok(())
 }

@@ -16,6 +16,10 @@ pub fn main(args: &[String]) -> i32 {
         Some("status") => status(),
         Some("config") if args.get(1).map(String::as_str) == Some("show") => config_show(),
         Some("services") => services(),
+        Some("update") if args.get(1).map(String::as_str) == Some("apply") => {
+            update_apply(&args[2..])
+        }
+        Some("rollback") => rollback(),
         Some("hostname") => match args.get(1) {
             Some(name) if args.len() == 2 => hostname(name),
             _ => {
@@ -93,7 +97,93 @@ fn status() -> i32 {
         c.version.as_deref().unwrap_or("unknown"),
         if state == "not-yet" { "no" } else { "yes" }
     );
-    0
+    // Both slots, from their entries on the ESP.
+    match esp::entries() {
+        Ok(list) => {
+            let next = berth_contract::entry::default_entry(&list);
+            for s in berth_contract::Slot::ALL {
+                let mine: Vec<usize> = (0..list.len()).filter(|i| list[*i].0.slot == s).collect();
+                let desc = match mine.first() {
+                    None => "no boot entry (empty, or being written)".to_string(),
+                    Some(&i) => {
+                        let (n, v) = &list[i];
+                        let state = match n.tries {
+                            None => "blessed".to_string(),
+                            Some(t) if t.left == 0 => format!("bad (tries done {})", t.done),
+                            Some(t) => format!("tries left {}, done {}", t.left, t.done),
+                        };
+                        format!(
+                            "version {v}, {} ({state}){}",
+                            n.file_name(),
+                            if next == Some(i) { ", boots next" } else { "" }
+                        )
+                    }
+                };
+                let booted = if c.slot == Some(s) { ", booted" } else { "" };
+                println!("  slot {s}: {desc}{booted}");
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("berthctl: status: reading the boot entries: {e}");
+            1
+        }
+    }
+}
+
+fn update_apply(args: &[String]) -> i32 {
+    let mut source = None;
+    let (mut downgrade, mut reboot) = (false, false);
+    for a in args {
+        match a.as_str() {
+            "--allow-downgrade" => downgrade = true,
+            "--reboot" => reboot = true,
+            s if source.is_none() && (s == "-" || !s.starts_with('-')) => {
+                source = Some(s.to_string())
+            }
+            other => {
+                eprintln!("berthctl: update apply: unexpected {other:?}; usage: berthctl update apply FILE|- [--allow-downgrade] [--reboot]");
+                return 2;
+            }
+        }
+    }
+    let Some(source) = source else {
+        eprintln!("usage: berthctl update apply FILE|- [--allow-downgrade] [--reboot]");
+        return 2;
+    };
+    match crate::update::apply(&source, downgrade) {
+        Ok((slot, version)) => {
+            println!(
+                "update applied: version {version} in slot {slot}; it boots next{}",
+                if reboot {
+                    "; rebooting"
+                } else {
+                    " (berthctl reboot)"
+                }
+            );
+            if reboot {
+                return signal_init(sys::SIGTERM, "reboot");
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("berthctl: update apply: {e}");
+            1
+        }
+    }
+}
+
+fn rollback() -> i32 {
+    match esp::rollback() {
+        Ok(msg) => {
+            println!("{msg}");
+            0
+        }
+        Err(e) => {
+            eprintln!("berthctl: rollback: {e}");
+            1
+        }
+    }
 }
 
 /// The table of /run/berth/services (written by PID 1 whenever a service changes).

@@ -16,6 +16,22 @@ use crate::{sys, Ctx, Result};
 const MNT: &str = "/run/berth/esp";
 /// PID 1 records the outcome here for `berthctl status` (which then needs no ESP mount).
 pub const RECORD: &str = "/run/berth/entry";
+/// Whoever mounts the ESP (PID 1 blessing, `berthctl update` on the host or in the admin
+/// container) holds this lock: two vfat mounts of one device would corrupt it.
+const LOCK: &str = "/run/berth/esp.lock";
+
+/// Takes the ESP lock (made by PID 1 at boot; opened read-only, since the admin container
+/// sees /run/berth read-only); released when the file is dropped.
+pub fn lock() -> Result<fs::File> {
+    if std::process::id() == 1 {
+        let _ = fs::create_dir_all("/run/berth");
+        let _ = fs::OpenOptions::new().create(true).append(true).open(LOCK);
+    }
+    let f = fs::File::open(LOCK).ctx(|| format!("opening {LOCK}"))?;
+    use std::os::fd::AsRawFd;
+    sys::lock_exclusive(f.as_raw_fd()).ctx(|| format!("locking {LOCK}"))?;
+    Ok(f)
+}
 
 /// The blessed name of entry `name`, if it is a counting entry of `slot`:
 /// `berth-a+3.conf` and `berth-a+2-1.conf` give `berth-a.conf`; anything else `None`.
@@ -34,6 +50,7 @@ pub fn bless(state: Guid, slot: Slot) -> Result<Option<(String, String)>> {
     let Some(esp) = gpt::find_type(&disk, ESP_TYPE) else {
         crate::fail!("finding the ESP (type {ESP_TYPE}) on /dev/{disk}: no such partition");
     };
+    let _lock = lock()?;
     fs::create_dir_all(MNT).ctx(|| format!("mkdir -p {MNT}"))?;
     let flags = sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
     mount(&format!("/dev/{}", esp.dev), MNT, "vfat", flags, "")?;
@@ -48,6 +65,101 @@ pub fn bless(state: Guid, slot: Slot) -> Result<Option<(String, String)>> {
     };
     let _ = fs::write(RECORD, format!("{entry} {state}\n"));
     Ok(r)
+}
+
+/// Mounts the ESP (under the lock) at a private mount point, runs `f` on it, unmounts.
+fn with_esp<T>(readonly: bool, f: impl FnOnce(&str) -> Result<T>) -> Result<T> {
+    let c = crate::cmdline::read()?;
+    let Some(state) = c.state else {
+        crate::fail!("/proc/cmdline has no berth.state");
+    };
+    let disk = gpt::wait_for(&[state], Duration::from_secs(2))?
+        .remove(0)
+        .disk;
+    let Some(esp) = gpt::find_type(&disk, ESP_TYPE) else {
+        crate::fail!("finding the ESP (type {ESP_TYPE}) on /dev/{disk}: no such partition");
+    };
+    let _lock = lock()?;
+    let mnt = "/tmp/berthctl-esp";
+    fs::create_dir_all(mnt).ctx(|| format!("mkdir -p {mnt}"))?;
+    let mut flags = sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
+    if readonly {
+        flags |= sys::MS_RDONLY;
+    }
+    mount(&format!("/dev/{}", esp.dev), mnt, "vfat", flags, "")?;
+    let r = f(mnt);
+    sys::sync();
+    let u = sys::umount(mnt, 0).ctx(|| format!("umount {mnt}"));
+    let r = r?;
+    u?;
+    Ok(r)
+}
+
+fn read_entries(mnt: &str) -> Result<Vec<(EntryName, String)>> {
+    let dir = format!("{mnt}{ENTRIES_DIR}");
+    let mut out = Vec::new();
+    for e in fs::read_dir(&dir)
+        .ctx(|| format!("listing {dir}"))?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(n) = EntryName::parse(&name) else {
+            continue;
+        };
+        let text = fs::read_to_string(e.path()).unwrap_or_default();
+        let version = berth_contract::BootEntry::parse(&text)
+            .map(|b| b.args.version)
+            .unwrap_or_else(|_| "unreadable".into());
+        out.push((n, version));
+    }
+    out.sort_by_key(|(n, _)| n.file_name());
+    Ok(out)
+}
+
+/// Every berth boot entry on the ESP with its version.
+pub fn entries() -> Result<Vec<(EntryName, String)>> {
+    with_esp(true, read_entries)
+}
+
+/// Makes the other slot boot next, if it has an entry that is not bad: the running slot's
+/// entry is marked bad (`+0-N`), which systemd-boot sorts last.
+pub fn rollback() -> Result<String> {
+    let c = crate::cmdline::read()?;
+    let Some(slot) = c.slot else {
+        crate::fail!("/proc/cmdline has no berth.slot");
+    };
+    with_esp(false, |mnt| {
+        let list = read_entries(mnt)?;
+        let other = list.iter().find(|(n, _)| n.slot == !slot && !n.is_bad());
+        let Some((o, ov)) = other else {
+            crate::fail!(
+                "slot {} has no usable boot entry: nothing to roll back to",
+                !slot
+            );
+        };
+        let dir = format!("{mnt}{ENTRIES_DIR}");
+        for (n, _) in list.iter().filter(|(n, _)| n.slot == slot) {
+            let bad = EntryName {
+                tries: Some(berth_contract::Tries {
+                    left: 0,
+                    done: n.tries.map_or(1, |t| t.done.max(1)),
+                }),
+                ..*n
+            };
+            fs::rename(
+                format!("{dir}/{}", n.file_name()),
+                format!("{dir}/{}", bad.file_name()),
+            )
+            .ctx(|| format!("renaming {} to {}", n.file_name(), bad.file_name()))?;
+        }
+        let d = fs::File::open(&dir).ctx(|| format!("opening {dir}"))?;
+        d.sync_all().ctx(|| format!("fsync {dir}"))?;
+        Ok(format!(
+            "slot {} (version {ov}, {}) boots next; reboot to use it",
+            !slot,
+            o.file_name()
+        ))
+    })
 }
 
 fn rename_entry(slot: Slot) -> Result<Option<(String, String)>> {

@@ -106,7 +106,7 @@ fn disks() -> Vec<String> {
 }
 
 /// The /dev name of partition number `index` of `disk`, once its node exists.
-fn part_dev(disk: &str, index: u32) -> Option<String> {
+pub fn part_dev(disk: &str, index: u32) -> Option<String> {
     let children = fs::read_dir(format!("/sys/class/block/{disk}")).ok()?;
     children
         .flatten()

@@ -24,6 +24,7 @@ mod services;
 mod shutdown;
 mod sys;
 mod units;
+mod update;
 
 use std::fmt;
 use std::time::Duration;

@@ -255,6 +255,8 @@ pub fn run() -> Result<()> {
         Ok(l) => l,
         Err(e) => crate::stop_pid1(&format!("provisioning: {e}")),
     };
+    // The ESP lock berthctl (on the host or in the admin container) shares with PID 1.
+    drop(crate::esp::lock());
     if let Err(e) = units::prepare_admin() {
         warn!("preparing the admin container's keys: {e}");
     }

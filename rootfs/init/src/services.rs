@@ -473,11 +473,14 @@ const IMPORTED_DIR: &str = "/var/lib/berth/images";
 /// containerd's content store (its root is /var/lib/containerd, rootfs/base/etc/containerd).
 const CONTENT_BLOBS: &str = "/var/lib/containerd/io.containerd.content.v1.content/blobs";
 
-/// The image manifest digest the builder wrote beside an archive (`<tar>.digest`), if any.
+/// What the builder wrote beside an archive (`<tar>.digest`): the image's manifest digest and
+/// the name it is imported under (`sha256:<hex> <reference>`). Both identify an import: a new
+/// version of an unchanged image has the same manifest under a new name.
 fn manifest_digest(tar: &str) -> Option<String> {
     let d = fs::read_to_string(format!("{tar}.digest")).ok()?;
     let d = d.trim();
-    let (alg, hex) = d.split_once(':')?;
+    let digest = d.split(' ').next()?;
+    let (alg, hex) = digest.split_once(':')?;
     (alg == "sha256" && hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| d.to_string())
 }
@@ -492,7 +495,11 @@ fn record_path(tar: &str) -> String {
 /// content store (a wiped store, or an interrupted import, means importing again).
 fn already_imported(tar: &str, digest: &str) -> bool {
     let recorded = fs::read_to_string(record_path(tar)).unwrap_or_default();
-    let hex = digest.trim_start_matches("sha256:");
+    let hex = digest
+        .split(' ')
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("sha256:");
     recorded.trim() == digest
         && std::path::Path::new(&format!("{CONTENT_BLOBS}/sha256/{hex}")).is_file()
 }

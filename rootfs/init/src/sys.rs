@@ -85,6 +85,34 @@ pub fn ioctl_u64(fd: RawFd, req: libc::c_ulong, val: u64) -> io::Result<()> {
     check(unsafe { libc::ioctl(fd, req, &val as *const u64) }).map(drop)
 }
 
+/// BLKFLSBUF: drop the kernel's buffers of a block device (so a read-back reads the device).
+pub fn flush_buffers(fd: RawFd) -> io::Result<()> {
+    const BLKFLSBUF: libc::c_ulong = 0x1261;
+    // SAFETY: no argument is read or written.
+    check(unsafe { libc::ioctl(fd, BLKFLSBUF, 0) }).map(drop)
+}
+
+/// BLKGETSIZE64: a block device's size in bytes.
+pub fn blk_size(fd: RawFd) -> io::Result<u64> {
+    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+    let mut size: u64 = 0;
+    // SAFETY: the kernel writes 8 bytes into a valid, live u64.
+    check(unsafe { libc::ioctl(fd, BLKGETSIZE64, &mut size as *mut u64) })?;
+    Ok(size)
+}
+
+/// syncfs(2): commits the filesystem holding `fd`.
+pub fn syncfs(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain integer argument.
+    check(unsafe { libc::syncfs(fd) }).map(drop)
+}
+
+/// flock(2) with LOCK_EX: held until the descriptor is closed.
+pub fn lock_exclusive(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::flock(fd, libc::LOCK_EX) }).map(drop)
+}
+
 /// `struct blkpg_partition` (linux/blkpg.h): offsets and lengths in bytes.
 #[repr(C)]
 struct BlkpgPartition {

@@ -1,0 +1,450 @@
+//! `berthctl update apply FILE|-`: writes an update bundle (`berth_contract::bundle`) into the
+//! slot that is not running, in the order DESIGN.md ("A/B updates") gives, so that a power cut
+//! at any point leaves a disk that boots a good slot:
+//!
+//! 1. check the header's signature (the image's release key) and what it is for (image, version);
+//! 2. the other slot stops being bootable: its boot entries are removed from the ESP (synced),
+//!    its partitions get the no-auto attribute;
+//! 3. the root and verity payloads stream into its partitions, each chunk checked against the
+//!    signed header before it is written; a delta's unchanged chunks are copied from the
+//!    running slot and checked the same way; then fsync, the kernel's buffers dropped, and
+//!    everything read back and checked again;
+//! 4. its partition UUIDs become the halves of the new root hash (GPT, backup first);
+//! 5. kernel and initrd go to `berth/<slot>/` on the ESP (temporary file, fsync, rename);
+//! 6. last, the boot entry `berth-<slot>+<tries>.conf` (temporary file, fsync, rename, syncfs):
+//!    its appearance is the commit point. systemd-boot prefers it (same sort-key, newer version).
+//!
+//! The running slot and the state partition are only read. Runs on the host or in the admin
+//! container (privileged, in PID 1's PID namespace): the image's files are read through
+//! `/proc/1/root`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+
+use berth_contract::bundle::{self, Header, Kind, Source};
+use berth_contract::cmdline::{BootArgs, Cmdline};
+use berth_contract::dps::ESP_TYPE;
+use berth_contract::entry::{BootEntry, EntryName};
+use berth_contract::layout::{root_index, verity_index};
+use berth_contract::{paths, roothash_partuuids, Slot};
+use ed25519_dalek::{Signature, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use crate::{fail, gpt, sys, Ctx, Result};
+
+/// Where the ESP is mounted while an update writes to it.
+const ESP_MNT: &str = "/tmp/berth-update-esp";
+
+/// The image's files as PID 1 sees them (the same path on the host; the host's root from the
+/// admin container).
+fn host(p: &str) -> String {
+    format!("/proc/1/root{p}")
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn read_exact(r: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<()> {
+    r.read_exact(buf)
+        .ctx(|| format!("reading the bundle: truncated in {what}"))
+}
+
+/// The header and its signature, read from the front of the bundle and checked against the
+/// image's policy (its release key, or its consent to unsigned bundles).
+fn open(r: &mut dyn Read) -> Result<Header> {
+    let mut head = [0u8; 12];
+    read_exact(r, &mut head, "the magic")?;
+    if head[..8] != bundle::MAGIC {
+        fail!("not a berth update bundle (no BERTHUPD magic)");
+    }
+    let len = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize;
+    if len > bundle::MAX_HEADER {
+        fail!("bundle header of {len} bytes is larger than any berth writes");
+    }
+    let mut hb = vec![0u8; len];
+    read_exact(r, &mut hb, "the header")?;
+    let mut sl = [0u8; 4];
+    read_exact(r, &mut sl, "the signature length")?;
+    let sig_len = u32::from_le_bytes(sl) as usize;
+    let signature = match sig_len {
+        0 => None,
+        bundle::SIGNATURE_LEN => {
+            let mut s = [0u8; bundle::SIGNATURE_LEN];
+            read_exact(r, &mut s, "the signature")?;
+            Some(s)
+        }
+        n => fail!("bundle signature section of {n} bytes (0 or 96 expected)"),
+    };
+    let key_file = host(paths::UPDATE_KEY);
+    let trusted = match fs::read_to_string(&key_file) {
+        Ok(t) => Some(
+            parse_key(&t)
+                .ok_or_else(|| crate::Error(format!("{key_file}: not a berth-ed25519 key line")))?,
+        ),
+        Err(_) => None,
+    };
+    let allow_unsigned = fs::metadata(host(paths::UPDATE_ALLOW_UNSIGNED)).is_ok();
+    let signed = bundle::signed_prefix(&hb);
+    match (signature, trusted) {
+        (Some(s), Some(t)) => {
+            if s[64..] != t {
+                fail!(
+                    "the bundle is signed by key {}, not by this image's release key {}",
+                    hex(&s[64..]),
+                    hex(&t)
+                );
+            }
+            let key = VerifyingKey::from_bytes(&t).map_err(|e| crate::Error(format!("the image's release key: {e}")))?;
+            let mut sig = [0u8; 64];
+            sig.copy_from_slice(&s[..64]);
+            key.verify_strict(&signed, &Signature::from_bytes(&sig))
+                .map_err(|_| crate::Error("the bundle's signature does not match its header (altered or damaged)".into()))?;
+        }
+        (None, Some(_)) => fail!("the bundle is unsigned, and this image accepts only bundles signed by its release key"),
+        (_, None) if allow_unsigned => {}
+        (_, None) => fail!("this image has no release key and does not accept unsigned bundles (profile: update.allow-unsigned)"),
+    }
+    Header::decode(&hb).map_err(|e| crate::Error(format!("the bundle's header: {e}")))
+}
+
+fn parse_key(text: &str) -> Option<[u8; 32]> {
+    let h = text.trim().strip_prefix("berth-ed25519 ")?;
+    if h.len() != 64 {
+        return None;
+    }
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(k)
+}
+
+fn os_release_field(key: &str) -> Option<String> {
+    fs::read_to_string(host("/etc/os-release"))
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{key}="))
+                .map(|v| v.trim_matches('"').to_string())
+        })
+}
+
+/// Streams one payload into `dev` (a partition), checking each chunk before writing it;
+/// `running` is the running slot's partition of the same kind (for a delta's copied chunks).
+fn write_partition(
+    r: &mut dyn Read,
+    h: &Header,
+    kind: Kind,
+    dev: &str,
+    running: &str,
+    progress: &mut Progress,
+) -> Result<()> {
+    let p = h.payload(kind);
+    let out = OpenOptions::new()
+        .write(true)
+        .open(dev)
+        .ctx(|| format!("opening {dev}"))?;
+    let size = fs::metadata(dev).map(|m| m.len()).unwrap_or(0);
+    let dev_bytes = size.max(device_bytes(&out));
+    if p.size > dev_bytes {
+        fail!(
+            "the {} payload is {} bytes; partition {dev} holds {dev_bytes}",
+            kind.name(),
+            p.size
+        );
+    }
+    let src = File::open(running).ctx(|| format!("opening {running}"))?;
+    let mut buf = vec![0u8; h.chunk_size as usize];
+    for (i, c) in p.chunks.iter().enumerate() {
+        let n = p.chunk_len(i, h.chunk_size) as usize;
+        let off = i as u64 * u64::from(h.chunk_size);
+        match c.source {
+            Source::Data => read_exact(
+                r,
+                &mut buf[..n],
+                &format!("chunk {i} of the {} payload", kind.name()),
+            )?,
+            Source::Running => src
+                .read_exact_at(&mut buf[..n], off)
+                .ctx(|| format!("reading chunk {i} from the running slot's {running}"))?,
+        }
+        if Sha256::digest(&buf[..n])[..] != c.sha256 {
+            fail!(
+                "chunk {i} of the {} payload does not match its hash in the signed header{}: nothing more written, the slot stays unbootable",
+                kind.name(),
+                if c.source == Source::Running { " (the running slot is not the delta's base)" } else { "" }
+            );
+        }
+        out.write_all_at(&buf[..n], off)
+            .ctx(|| format!("writing {dev} at {off}"))?;
+        progress.add(n as u64);
+    }
+    out.sync_all().ctx(|| format!("fsync {dev}"))?;
+    // Read back what the device holds, not what the page cache does.
+    let _ = sys::flush_buffers(out.as_raw_fd());
+    drop(out);
+    let back = File::open(dev).ctx(|| format!("opening {dev}"))?;
+    for (i, c) in p.chunks.iter().enumerate() {
+        let n = p.chunk_len(i, h.chunk_size) as usize;
+        back.read_exact_at(&mut buf[..n], i as u64 * u64::from(h.chunk_size))
+            .ctx(|| format!("reading back {dev}"))?;
+        if Sha256::digest(&buf[..n])[..] != c.sha256 {
+            fail!(
+                "reading back {dev}: chunk {i} of the {} payload differs from what was written",
+                kind.name()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn device_bytes(f: &File) -> u64 {
+    // BLKGETSIZE64; a regular file (tests) has its length.
+    sys::blk_size(f.as_raw_fd()).unwrap_or(0)
+}
+
+/// Streams one payload into a file on the ESP: `path.new`, fsync, rename.
+fn write_esp_file(
+    r: &mut dyn Read,
+    h: &Header,
+    kind: Kind,
+    path: &str,
+    progress: &mut Progress,
+) -> Result<()> {
+    let p = h.payload(kind);
+    if let Some(dir) = std::path::Path::new(path).parent() {
+        fs::create_dir_all(dir).ctx(|| format!("mkdir -p {}", dir.display()))?;
+    }
+    let tmp = format!("{path}.new");
+    let mut f = File::create(&tmp).ctx(|| format!("creating {tmp}"))?;
+    let mut buf = vec![0u8; h.chunk_size as usize];
+    for (i, c) in p.chunks.iter().enumerate() {
+        let n = p.chunk_len(i, h.chunk_size) as usize;
+        read_exact(
+            r,
+            &mut buf[..n],
+            &format!("chunk {i} of the {} payload", kind.name()),
+        )?;
+        if Sha256::digest(&buf[..n])[..] != c.sha256 {
+            let _ = fs::remove_file(&tmp);
+            fail!(
+                "chunk {i} of the {} payload does not match its hash in the signed header",
+                kind.name()
+            );
+        }
+        f.write_all(&buf[..n]).ctx(|| format!("writing {tmp}"))?;
+        progress.add(n as u64);
+    }
+    f.sync_all().ctx(|| format!("fsync {tmp}"))?;
+    fs::rename(&tmp, path).ctx(|| format!("renaming {tmp} to {path}"))?;
+    Ok(())
+}
+
+fn sync_dir(dir: &str) -> Result<()> {
+    let d = File::open(dir).ctx(|| format!("opening {dir}"))?;
+    d.sync_all().ctx(|| format!("fsync {dir}"))?;
+    sys::syncfs(d.as_raw_fd()).ctx(|| format!("syncfs {dir}"))
+}
+
+struct Progress {
+    total: u64,
+    done: u64,
+    last: u64,
+}
+
+impl Progress {
+    fn add(&mut self, n: u64) {
+        self.done += n;
+        let pct = self.done * 100 / self.total.max(1);
+        if pct >= self.last + 10 || self.done == self.total {
+            self.last = pct;
+            eprintln!(
+                "berthctl: update: {pct}% ({} of {} bytes)",
+                self.done, self.total
+            );
+        }
+    }
+}
+
+/// `berthctl update apply SOURCE [--allow-downgrade]`; returns the version written.
+pub fn apply(source: &str, allow_downgrade: bool) -> Result<(Slot, String)> {
+    let mut input: Box<dyn Read> = if source == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(File::open(source).ctx(|| format!("opening {source}"))?)
+    };
+    let r: &mut dyn Read = &mut std::io::BufReader::with_capacity(1 << 20, &mut input);
+    let h = open(r)?;
+
+    let c = Cmdline::parse(&crate::read_trim("/proc/cmdline")?);
+    let (Some(slot), Some(state), Some(roothash)) = (c.slot, c.state, c.roothash.clone()) else {
+        fail!("/proc/cmdline has no berth.slot, berth.state and berth.roothash: not booted as a berth slot");
+    };
+    let running_version = c
+        .version
+        .clone()
+        .or_else(|| os_release_field("IMAGE_VERSION"))
+        .unwrap_or_default();
+    if let Some(name) = os_release_field("IMAGE_ID") {
+        if name != h.image {
+            fail!(
+                "the bundle is for image {:?}; this machine runs {name:?}",
+                h.image
+            );
+        }
+    }
+    if h.arch != std::env::consts::ARCH {
+        fail!(
+            "the bundle is for {}; this machine is {}",
+            h.arch,
+            std::env::consts::ARCH
+        );
+    }
+    match bundle::version_cmp(&h.version, &running_version) {
+        std::cmp::Ordering::Greater => {}
+        _ if allow_downgrade => {}
+        std::cmp::Ordering::Equal => fail!("version {} is the one running; nothing to do", h.version),
+        std::cmp::Ordering::Less => fail!("version {} is older than the running {running_version} (--allow-downgrade to write it anyway)", h.version),
+    }
+    if let Some(base) = h.base {
+        if hex(&base) != roothash {
+            fail!(
+                "the bundle is a delta from root hash {}, but this machine runs {roothash}: use the full bundle",
+                hex(&base)
+            );
+        }
+    }
+    let target = !slot;
+
+    let found = gpt::wait_for(&[state], std::time::Duration::from_secs(5))?.remove(0);
+    let disk = format!("/dev/{}", found.disk);
+    let dev = |index: u32| -> Result<String> {
+        gpt::part_dev(&found.disk, index)
+            .map(|d| format!("/dev/{d}"))
+            .ok_or_else(|| crate::Error(format!("partition {index} of {disk} has no device node")))
+    };
+    let Some(esp) = gpt::find_type(&found.disk, ESP_TYPE) else {
+        fail!("no ESP (type {ESP_TYPE}) on {disk}");
+    };
+
+    // Step 2: the target slot stops being bootable before anything of it changes.
+    let _lock = crate::esp::lock()?;
+    fs::create_dir_all(ESP_MNT).ctx(|| format!("mkdir -p {ESP_MNT}"))?;
+    let flags = sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
+    crate::initrd::mount(&format!("/dev/{}", esp.dev), ESP_MNT, "vfat", flags, "")?;
+    let result = (|| -> Result<()> {
+        let entries = format!("{ESP_MNT}{}", paths::ENTRIES_DIR);
+        for e in fs::read_dir(&entries)
+            .ctx(|| format!("listing {entries}"))?
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if EntryName::parse(&name).is_some_and(|n| n.slot == target) {
+                fs::remove_file(e.path()).ctx(|| format!("removing {entries}/{name}"))?;
+            }
+        }
+        sync_dir(&entries)?;
+        let mut table = gpt::read(&disk)?;
+        table.set_inactive(target)?;
+        gpt::write(&disk, &table, None)?;
+        eprintln!(
+            "berthctl: update: writing {} {} into slot {target}",
+            h.image, h.version
+        );
+
+        // Step 3.
+        let total = h.payloads.iter().map(|p| p.size).sum();
+        let mut progress = Progress {
+            total,
+            done: 0,
+            last: 0,
+        };
+        write_partition(
+            r,
+            &h,
+            Kind::Root,
+            &dev(root_index(target))?,
+            &dev(root_index(slot))?,
+            &mut progress,
+        )?;
+        write_partition(
+            r,
+            &h,
+            Kind::Verity,
+            &dev(verity_index(target))?,
+            &dev(verity_index(slot))?,
+            &mut progress,
+        )?;
+
+        // Step 4.
+        let (root_guid, verity_guid) = roothash_partuuids(&h.roothash);
+        let mut table = gpt::read(&disk)?;
+        table.set_slot_guids(target, root_guid, verity_guid)?;
+        gpt::write(&disk, &table, None)?;
+
+        // Step 5.
+        write_esp_file(
+            r,
+            &h,
+            Kind::Kernel,
+            &format!("{ESP_MNT}{}", paths::slot_kernel(target)),
+            &mut progress,
+        )?;
+        write_esp_file(
+            r,
+            &h,
+            Kind::Initrd,
+            &format!("{ESP_MNT}{}", paths::slot_initrd(target)),
+            &mut progress,
+        )?;
+        sync_dir(&format!("{ESP_MNT}/berth/{target}"))?;
+        let mut rest = [0u8; 1];
+        if r.read(&mut rest).ctx(|| "reading the bundle's end")? != 0 {
+            fail!("the bundle has bytes after its last chunk; not activating it");
+        }
+
+        // Step 6: the commit point.
+        let args = BootArgs {
+            slot: target,
+            version: h.version.clone(),
+            root: root_guid,
+            verity: verity_guid,
+            roothash: hex(&h.roothash),
+            state,
+            after_ready: None,
+            extra: berth_contract::cmdline::extra_words(&h.cmdline),
+        };
+        args.validate()?;
+        let name = EntryName::new(target, h.tries);
+        let path = format!("{ESP_MNT}{}", paths::entry(&name));
+        let tmp = format!("{ESP_MNT}{}/.{}.new", paths::ENTRIES_DIR, name.file_name());
+        let mut f = File::create(&tmp).ctx(|| format!("creating {tmp}"))?;
+        f.write_all(BootEntry { args }.text().as_bytes())
+            .ctx(|| format!("writing {tmp}"))?;
+        f.sync_all().ctx(|| format!("fsync {tmp}"))?;
+        fs::rename(&tmp, &path).ctx(|| format!("renaming {tmp} to {path}"))?;
+        sync_dir(&entries)?;
+        Ok(())
+    })();
+    sys::sync();
+    let u = sys::umount(ESP_MNT, 0).ctx(|| format!("umount {ESP_MNT}"));
+    result?;
+    u?;
+    Ok((target, h.version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_lines() {
+        let k = parse_key(&format!("berth-ed25519 {}\n", "ab".repeat(32))).unwrap();
+        assert_eq!(k, [0xab; 32]);
+        assert!(parse_key("berth-ed25519 abc").is_none());
+        assert!(parse_key(&format!("berth-ed25519-secret {}", "ab".repeat(32))).is_none());
+    }
+}

@@ -1,0 +1,169 @@
+//! A/B updates in real QEMU + OVMF + systemd-boot: a machine running version 0.1.0 in slot A
+//! takes the signed bundle of 0.2.0 over SSH (`berthctl update apply -`, the delta bundle),
+//! refuses damaged, unsigned and old bundles without touching what boots next, reboots into
+//! slot B, keeps /var, and blesses B.
+
+use std::fs;
+use std::time::Duration;
+
+use berth::run::qemu::{Boot, VmConfig};
+use berth_vm_tests::{
+    build_profile_delta, free_port, ssh, ssh_key, ssh_with_input, test_image, Guest, READY_UEFI,
+    SHUTDOWN,
+};
+
+#[test]
+fn update_a_to_b_over_ssh_then_reboot_into_b() {
+    let v1 = test_image();
+    let v2 = build_profile_delta("vm-test-v2.toml", Some(vec![]), Some(v1.dir.clone())).unwrap();
+    assert_eq!(v2.manifest.image.version, "0.2.0");
+    let work = tempfile::tempdir().unwrap();
+    let key = ssh_key(work.path()).unwrap();
+    let port = free_port().unwrap();
+    let config = work.path().join("config.json");
+    fs::write(
+        &config,
+        format!(
+            r#"{{"version": 1, "ssh-authorized-keys": ["{}"],
+  "files": [{{"path": "/var/lib/web/greeting", "content": "kept across the update\n"}}]}}"#,
+            key.public
+        ),
+    )
+    .unwrap();
+    let disk = v1.disk_copy(work.path()).unwrap();
+    let boot = |name: &str, with_config: bool| {
+        let mut cfg = VmConfig::new(&disk).unwrap();
+        cfg.boot = Boot::Uefi;
+        cfg.persist = true;
+        cfg.forwards = vec![(port, 22)];
+        cfg.machine_config = with_config.then(|| config.clone());
+        Guest::start(name, cfg).unwrap()
+    };
+    let t = Duration::from_secs(120);
+    let run = |cmd: &str| {
+        let (code, out) = ssh(port, "admin", &key, cmd, t).unwrap();
+        assert_eq!(code, 0, "{cmd}: exit {code}: {out}");
+        out
+    };
+
+    let mut g = boot("update-v1", true);
+    g.wait_for("berth: ready slot=a version=0.1.0", READY_UEFI)
+        .unwrap();
+    g.wait_for("berth: services up=", Duration::from_secs(1))
+        .unwrap();
+    let before = run("berthctl status");
+    assert!(
+        before.contains("slot a: version 0.1.0, berth-a.conf (blessed), boots next, booted"),
+        "{before}"
+    );
+    assert!(before.contains("slot b: no boot entry"), "{before}");
+
+    // Refused, with nothing activated: a flipped payload byte, a flipped header byte, an
+    // unsigned bundle, the running version, a truncated file.
+    let full = v2.dir.join("update.bundle");
+    let delta = v2.dir.join("update-delta.bundle");
+    let bytes = fs::read(&full).unwrap();
+    let hlen = 12 + u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize + 4 + 96;
+    let bad = |name: &str, edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = bytes.clone();
+        edit(&mut b);
+        let p = work.path().join(name);
+        fs::write(&p, b).unwrap();
+        p
+    };
+    let cases = [
+        // Early in the root payload, so each refused case streams little.
+        (
+            bad("payload.bundle", &|b| b[hlen + 3_000_000] ^= 1),
+            "does not match its hash",
+        ),
+        (
+            bad("header.bundle", &|b| b[40] ^= 1),
+            "signature does not match",
+        ),
+        (
+            bad("truncated.bundle", &|b| b.truncate(hlen + 8_000_000)),
+            "truncated",
+        ),
+        (v1.dir.join("update.bundle"), "is the one running"),
+    ];
+    for (file, want) in &cases {
+        let (code, out) =
+            ssh_with_input(port, "admin", &key, "berthctl update apply -", file, t).unwrap();
+        assert!(
+            code != 0 && out.contains(want),
+            "{}: exit {code}: {out}",
+            file.display()
+        );
+        let now = run("berthctl status");
+        assert!(
+            now.contains("slot a: version 0.1.0, berth-a.conf (blessed), boots next, booted"),
+            "after {}: {now}",
+            file.display()
+        );
+    }
+    let unsigned = work.path().join("unsigned.bundle");
+    {
+        // The same payloads without a signature.
+        let h = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        let mut u = bytes[..12 + h].to_vec();
+        u.extend_from_slice(&0u32.to_le_bytes());
+        u.extend_from_slice(&bytes[hlen..]);
+        fs::write(&unsigned, u).unwrap();
+    }
+    let (code, out) =
+        ssh_with_input(port, "admin", &key, "berthctl update apply -", &unsigned, t).unwrap();
+    assert!(code != 0 && out.contains("unsigned"), "{code}: {out}");
+
+    // The delta bundle of 0.2.0, streamed through SSH.
+    let (code, out) = ssh_with_input(
+        port,
+        "admin",
+        &key,
+        "berthctl update apply - --reboot",
+        &delta,
+        Duration::from_secs(900),
+    )
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("update applied: version 0.2.0 in slot b"),
+        "{out}"
+    );
+    let st = g.wait_exit(SHUTDOWN).unwrap();
+    assert!(st.success(), "QEMU exit status {st}");
+    drop(g);
+
+    // systemd-boot picks the new entry; the new slot comes up with the new root hash.
+    let mut g = boot("update-v2", false);
+    g.wait_for("berth: ready slot=b version=0.2.0", READY_UEFI)
+        .unwrap();
+    let verity = g
+        .wait_for("berth: initrd: verity root=", Duration::from_secs(1))
+        .unwrap();
+    assert!(verity.ends_with(&v2.manifest.verity.roothash), "{verity}");
+    let blessed = g
+        .wait_for("berth: blessed", Duration::from_secs(1))
+        .unwrap();
+    assert!(
+        blessed.contains("berth-b+") && blessed.ends_with("-> berth-b.conf"),
+        "{blessed}"
+    );
+    let after = run("berthctl status");
+    assert!(after.starts_with("slot=b version=0.2.0 "), "{after}");
+    assert!(
+        after.contains("slot b: version 0.2.0, berth-b.conf (blessed), boots next, booted"),
+        "{after}"
+    );
+    assert!(
+        after.contains("slot a: version 0.1.0, berth-a.conf (blessed)"),
+        "{after}"
+    );
+    assert_eq!(
+        run("cat /proc/1/root/var/lib/web/greeting"),
+        "kept across the update\n"
+    );
+    let _ = ssh(port, "admin", &key, "berthctl poweroff", t);
+    g.wait_for("berth: unmounted", SHUTDOWN).unwrap();
+    g.wait_exit(SHUTDOWN).unwrap();
+}
