@@ -167,3 +167,96 @@ fn update_a_to_b_over_ssh_then_reboot_into_b() {
     g.wait_for("berth: unmounted", SHUTDOWN).unwrap();
     g.wait_exit(SHUTDOWN).unwrap();
 }
+
+/// A release whose new slot never becomes healthy (a required service fails): each trial boot
+/// reboots without blessing, systemd-boot counts the tries down, then boots the old slot, which
+/// says why it is back and still boots next.
+#[test]
+fn an_unhealthy_new_slot_is_rolled_back_after_its_tries() {
+    use berth_vm_tests::build_profile;
+    let v1 = test_image();
+    let broken = build_profile("vm-test-broken.toml", Some(vec![])).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let key = ssh_key(work.path()).unwrap();
+    let port = free_port().unwrap();
+    let config = work.path().join("config.json");
+    fs::write(
+        &config,
+        format!(
+            r#"{{"version": 1, "ssh-authorized-keys": ["{}"]}}"#,
+            key.public
+        ),
+    )
+    .unwrap();
+    let disk = v1.disk_copy(work.path()).unwrap();
+    let boot = |name: &str| {
+        let mut cfg = VmConfig::new(&disk).unwrap();
+        cfg.boot = Boot::Uefi;
+        cfg.persist = true;
+        cfg.forwards = vec![(port, 22)];
+        cfg.machine_config = Some(config.clone());
+        Guest::start(name, cfg).unwrap()
+    };
+    let t = Duration::from_secs(120);
+    let mut g = boot("rollback-v1");
+    g.wait_for("berth: ready slot=a version=0.1.0", READY_UEFI)
+        .unwrap();
+    let (code, out) = ssh_with_input(
+        port,
+        "admin",
+        &key,
+        "berthctl update apply - --reboot",
+        &broken.dir.join("update.bundle"),
+        Duration::from_secs(900),
+    )
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    g.wait_exit(SHUTDOWN).unwrap();
+    drop(g);
+
+    // Trial boots of 0.3.0 (three tries), each ending in a reboot; then slot A.
+    let mut trials = 0;
+    let console = loop {
+        assert!(
+            trials <= 4,
+            "still no slot A after {trials} boots of slot B"
+        );
+        let mut g = boot(&format!("rollback-boot-{trials}"));
+        let line = g
+            .wait_for("berth: ready slot=", READY_UEFI)
+            .or_else(|_| g.wait_for("is not healthy", Duration::from_secs(1)))
+            .unwrap();
+        if line.contains("ready slot=a") {
+            break g;
+        }
+        g.wait_exit(SHUTDOWN).unwrap();
+        let c = g.console();
+        assert!(
+            c.contains("berth: boot of slot b version 0.3.0 is not healthy (required services not up: broken"),
+            "{c}"
+        );
+        assert!(
+            !c.contains("berth: blessed"),
+            "an unhealthy boot blessed its entry:\n{c}"
+        );
+        trials += 1;
+    };
+    assert_eq!(trials, 3, "systemd-boot gives a new entry three tries");
+    let mut g = console;
+    let line = g
+        .wait_for("berth: rollback from 0.3.0:", Duration::from_secs(60))
+        .unwrap();
+    assert!(line.contains("required services not up: broken"), "{line}");
+    let (code, status) = ssh(port, "admin", &key, "berthctl status", t).unwrap();
+    assert_eq!(code, 0, "{status}");
+    assert!(
+        status.contains("slot a: version 0.1.0, berth-a.conf (blessed), boots next, booted"),
+        "{status}"
+    );
+    assert!(
+        status.contains("slot b: version 0.3.0, berth-b+0-3.conf (bad"),
+        "{status}"
+    );
+    let _ = ssh(port, "admin", &key, "berthctl poweroff", t);
+    g.wait_exit(SHUTDOWN).unwrap();
+}

@@ -13,6 +13,7 @@ mod cmdline;
 mod dm;
 mod esp;
 mod gpt;
+mod health;
 mod imds;
 mod initrd;
 mod logs;

@@ -13,7 +13,7 @@ use crate::initrd::{load_modules, mount};
 use crate::services::{self, Supervisor};
 use crate::shutdown::shutdown;
 use crate::units::{self, Units};
-use crate::{dm, esp, net, power, provision, say, sys, warn, Ctx, Result};
+use crate::{dm, health, net, power, provision, say, sys, warn, Ctx, Result};
 
 const SIGNALS: [libc::c_int; 4] = [sys::SIGCHLD, sys::SIGTERM, sys::SIGINT, sys::SIGUSR2];
 
@@ -273,6 +273,9 @@ pub fn run() -> Result<()> {
         Err(_) => warn!("the module loading thread panicked"),
     }
     power::watch();
+    if let (Some(slot), false) = (c.slot, c.after_ready.is_some()) {
+        health::started(slot, &version(&c));
+    }
     let mut units = Units::new(list);
     units.start_all(&mut sup);
     let (up, n) = units.count_up();
@@ -281,12 +284,12 @@ pub fn run() -> Result<()> {
         warn!("required service {w}");
     }
 
+    let problems = units.not_up();
     match (c.state, c.slot) {
-        (Some(state), Some(slot)) => match esp::bless(state, slot) {
-            Ok(Some((old, new))) => say!("blessed {old} -> {new}"),
-            Ok(None) => {}
-            Err(e) => warn!("blessing the boot entry: {e}"),
-        },
+        (Some(state), Some(slot)) => {
+            health::boot_outcome(state, slot, &version(&c), &problems, &mut sup);
+            health::report_rollback(slot);
+        }
         _ => warn!("berth.state or berth.slot missing from the kernel command line; not blessing"),
     }
     say!(
