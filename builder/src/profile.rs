@@ -748,7 +748,7 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
                     bail!("{}: key `update.public-key`: {} does not exist (make a key pair with `berth keygen NAME`; paths are relative to the profile)", layer.path.display(), path.display());
                 }
                 let path = inside(&layer.path, "key `update.public-key`", &path, &dir)?;
-                crate::update::read_public(&path).with_context(|| {
+                crate::util::keys::read_public(&path).with_context(|| {
                     format!("{}: key `update.public-key`", layer.path.display())
                 })?;
                 update.public_key = Some(path);

@@ -66,10 +66,10 @@ fn add_update_policy(profile: &Profile, rootfs: &mut RootfsManifest) -> Result<(
     use berth_contract::paths::{UPDATE_ALLOW_UNSIGNED, UPDATE_KEY};
     let sde = profile.image.source_date_epoch;
     if let Some(k) = &profile.update.public_key {
-        let key = crate::update::read_public(k)?;
+        let key = crate::util::keys::read_public(k)?;
         rootfs.manifest.insert(
             ImagePath::new(UPDATE_KEY)?,
-            Entry::file(crate::update::public_line(&key), 0o644, sde),
+            Entry::file(crate::util::keys::public_line(&key), 0o644, sde),
         )?;
     } else if profile.update.allow_unsigned {
         rootfs.manifest.insert(

@@ -3,6 +3,7 @@
 
 pub mod cmd;
 pub mod digest;
+pub mod keys;
 pub mod output;
 pub mod printer;
 pub mod sparse;
