@@ -120,6 +120,13 @@ fn make_workspace() -> Result<PathBuf> {
         ws.join("profiles/vm-test-v2.toml"),
         "schema = 1\nextends = \"vm-test.toml\"\n\n[image]\nversion = \"0.2.0\"\n",
     )?;
+    // A release whose new slot never becomes healthy: a required oneshot that fails.
+    fs::write(
+        ws.join("profiles/vm-test-broken.toml"),
+        "schema = 1\nextends = \"vm-test.toml\"\n\n[image]\nversion = \"0.3.0\"\n\n\
+         [[containers]]\nname = \"broken\"\npackages = [\"busybox-static\"]\n\
+         command = [\"/bin/busybox\", \"false\"]\noneshot = true\n",
+    )?;
     Ok(ws)
 }
 
