@@ -32,7 +32,7 @@ boot_once() {
   local t0 now seen=()
   t0=$(date +%s.%N)
   local img="$out"
-  if [ "${1:-}" != "${1#/}" ]; then img=$1; shift; fi
+  if [ $# -gt 0 ] && [ "${1#/}" != "$1" ]; then img=$1; shift; fi
   "$berth" run "$img" "$@" --no-reboot --console-log "$log" </dev/null >/dev/null 2>&1 &
   local pid=$!
   for _ in $(seq 1 6000); do
