@@ -49,6 +49,10 @@ pub const DEFAULT_INITRD_MODULES: &[&str] = &[
     "ext4",
     "overlay",
 ];
+/// Modules every initramfs gets besides the profile's: the ESP's vfat with its code pages
+/// (the initrd marks boot entries when a slot keeps failing). `softdog` is added too when the
+/// profile has a watchdog.
+pub const INITRD_ESP_MODULES: &[&str] = &["vfat", "nls_cp437", "nls_ascii", "nls_utf8"];
 /// Modules the main stage loads: the ESP (vfat + code pages) for blessing boot entries, the
 /// ACPI power button (button + evdev: a power-button press is a clean poweroff), and container
 /// networking.
@@ -142,6 +146,23 @@ pub struct Boot {
     pub tries: u32,
     /// Seconds systemd-boot shows its menu.
     pub timeout: u32,
+    /// The boot-health policy baked into the root (`berth_contract::health`): ready
+    /// deadline, watchdog, when a boot counts as good, and failed boots in a row allowed.
+    pub ready_deadline: u32,
+    pub watchdog: u32,
+    pub stable_after: u32,
+    pub failed_boots: u32,
+}
+
+impl Boot {
+    pub fn health(&self) -> berth_contract::health::Policy {
+        berth_contract::health::Policy {
+            ready_deadline: self.ready_deadline,
+            watchdog: self.watchdog,
+            stable_after: self.stable_after,
+            failed_boots: self.failed_boots,
+        }
+    }
 }
 
 /// An OCI image berth bakes into the root (built from Debian packages, or taken from an OCI
@@ -176,7 +197,7 @@ fn service_json<S: serde::Serializer>(s: &Service, ser: S) -> std::result::Resul
 }
 
 /// How machines of this image take updates.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Update {
     /// The release key's public half (`berth keygen`), baked into the image: its machines
@@ -184,6 +205,34 @@ pub struct Update {
     pub public_key: Option<PathBuf>,
     /// Without a key: accept unsigned bundles (never the default).
     pub allow_unsigned: bool,
+    /// The update channel (`http://` URL of a `berth publish channel` directory).
+    pub channel: Option<String>,
+    /// Seconds between automatic channel checks (0: only `berthctl update check`).
+    pub check_interval: u32,
+    /// `now`, `never` or a daily UTC window `HH:MM-HH:MM`.
+    pub reboot: String,
+}
+
+impl Default for Update {
+    fn default() -> Update {
+        Update {
+            public_key: None,
+            allow_unsigned: false,
+            channel: None,
+            check_interval: 0,
+            reboot: "now".into(),
+        }
+    }
+}
+
+impl Update {
+    pub fn policy(&self) -> berth_contract::channel::Policy {
+        berth_contract::channel::Policy {
+            channel: self.channel.clone(),
+            check_interval: self.check_interval,
+            reboot: berth_contract::channel::Reboot::parse(&self.reboot).unwrap_or_default(),
+        }
+    }
 }
 
 /// The admin container: an SSH server (dropbear) and a busybox shell, with `berthctl` and
@@ -314,6 +363,10 @@ struct RawBoot {
     package: Option<PackageName>,
     tries: Option<u32>,
     timeout: Option<u32>,
+    ready_deadline: Option<u32>,
+    watchdog: Option<u32>,
+    stable_after: Option<u32>,
+    failed_boots: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -362,6 +415,9 @@ struct RawContainer {
 struct RawUpdate {
     public_key: Option<String>,
     allow_unsigned: Option<bool>,
+    channel: Option<String>,
+    check_interval: Option<u32>,
+    reboot: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -735,6 +791,24 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
             boot.package = b.package.or(boot.package);
             boot.tries = b.tries.or(boot.tries);
             boot.timeout = b.timeout.or(boot.timeout);
+            for (key, v) in [
+                ("ready-deadline", b.ready_deadline),
+                ("watchdog", b.watchdog),
+                ("stable-after", b.stable_after),
+                ("failed-boots", b.failed_boots),
+            ] {
+                if let Some(v) = v {
+                    let what = format!("{}: key `boot.{key}`", layer.path.display());
+                    let mut check = berth_contract::health::DEFAULT;
+                    check
+                        .set(key, v.into(), &what)
+                        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+                }
+            }
+            boot.ready_deadline = b.ready_deadline.or(boot.ready_deadline);
+            boot.watchdog = b.watchdog.or(boot.watchdog);
+            boot.stable_after = b.stable_after.or(boot.stable_after);
+            boot.failed_boots = b.failed_boots.or(boot.failed_boots);
         }
         for c in raw.containers.unwrap_or_default() {
             // A child's container of the same name replaces the base's.
@@ -754,6 +828,22 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
                 update.public_key = Some(path);
             }
             update.allow_unsigned = u.allow_unsigned.unwrap_or(update.allow_unsigned);
+            let mut policy = update.policy();
+            for (key, v) in [
+                ("channel", u.channel),
+                ("check-interval", u.check_interval.map(|i| i.to_string())),
+                ("reboot", u.reboot),
+            ] {
+                if let Some(v) = v {
+                    let what = format!("{}: key `update.{key}`", layer.path.display());
+                    policy
+                        .set(key, &v, &what)
+                        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+                }
+            }
+            update.channel = policy.channel;
+            update.check_interval = policy.check_interval;
+            update.reboot = policy.reboot.text();
         }
         if let Some(a) = raw.admin {
             let base = admin.take().unwrap_or_default();
@@ -894,6 +984,23 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
     }
     berth_contract::service::check(&all)
         .map_err(|e| anyhow::anyhow!("{}: [[containers]]: {e}", top.display()))?;
+    let health = berth_contract::health::Policy {
+        ready_deadline: boot
+            .ready_deadline
+            .unwrap_or(berth_contract::health::DEFAULT.ready_deadline),
+        watchdog: boot
+            .watchdog
+            .unwrap_or(berth_contract::health::DEFAULT.watchdog),
+        stable_after: boot
+            .stable_after
+            .unwrap_or(berth_contract::health::DEFAULT.stable_after),
+        failed_boots: boot
+            .failed_boots
+            .unwrap_or(berth_contract::health::DEFAULT.failed_boots),
+    };
+    health
+        .check(&format!("{}: [boot]", top.display()))
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
 
     Ok(Profile {
         path: top.to_path_buf(),
@@ -947,6 +1054,10 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
                 .unwrap_or_else(|| DEFAULT_BOOT_PACKAGE.to_string()),
             tries: boot.tries.unwrap_or(DEFAULT_BOOT_TRIES),
             timeout: boot.timeout.unwrap_or(0),
+            ready_deadline: health.ready_deadline,
+            watchdog: health.watchdog,
+            stable_after: health.stable_after,
+            failed_boots: health.failed_boots,
         },
         outputs: Outputs {
             formats: outputs
@@ -1182,6 +1293,46 @@ source-date-epoch = 1700000000
         assert_eq!(p.disk.root, DEFAULT_ROOT_SIZE);
         assert_eq!(p.runtime.packages, ["containerd", "runc"]);
         assert_eq!(p.runtime.binaries.len(), 4);
+    }
+
+    #[test]
+    fn boot_health_and_update_channel_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let p = load(&write(d.path(), "p.toml", MINIMAL)).unwrap();
+        assert_eq!(p.boot.health(), berth_contract::health::DEFAULT);
+        assert_eq!(
+            p.update.policy(),
+            berth_contract::channel::Policy::default()
+        );
+        let text = format!(
+            "{MINIMAL}\n[boot]\nready-deadline = 45\nwatchdog = 10\n\n[update]\nchannel = \"http://10.0.2.100:8080/\"\ncheck-interval = 600\nreboot = \"02:00-04:00\"\n"
+        );
+        let p = load(&write(d.path(), "p.toml", &text)).unwrap();
+        assert_eq!((p.boot.ready_deadline, p.boot.watchdog), (45, 10));
+        let u = p.update.policy();
+        assert_eq!(u.channel.as_deref(), Some("http://10.0.2.100:8080/"));
+        assert_eq!(u.check_interval, 600);
+        assert_eq!(u.reboot.text(), "02:00-04:00");
+        for (extra, want) in [
+            ("[boot]\nwatchdog = 0\n", "needs a watchdog"),
+            (
+                "[boot]\nfailed-boots = 0\n",
+                "key `boot.failed-boots`: failed-boots = 0 is out of range",
+            ),
+            (
+                "[update]\nchannel = \"https://x/\"\n",
+                "key `update.channel`: \"https://x/\" is not an http:// URL",
+            ),
+            (
+                "[update]\nreboot = \"later\"\n",
+                "key `update.reboot`: \"later\" is not a reboot policy",
+            ),
+        ] {
+            let e = load(&write(d.path(), "p.toml", &format!("{MINIMAL}\n{extra}")))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("p.toml") && e.contains(want), "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -26,6 +26,9 @@
 //!   `/var/lib/berth/`), `mode` an octal string (default `"0644"`), owner numeric (default 0).
 //! - `services`: container services, in the schema of [`crate::service`]; one with the name of
 //!   an image service replaces it, the others run after the image's.
+//! - `update`: the image's update policy overridden for this machine ([`crate::channel`]):
+//!   `channel` (an `http://` URL), `check-interval` (seconds; 0 turns automatic checks off),
+//!   `reboot` (`"now"`, `"never"`, `"HH:MM-HH:MM"` UTC).
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -54,6 +57,8 @@ pub struct MachineConfig {
     pub files: Vec<File>,
     /// Services added to the image's (or replacing the image's of the same name).
     pub services: Vec<crate::service::Service>,
+    /// The machine's update policy over the image's.
+    pub update: Option<crate::channel::Override>,
 }
 
 /// Which NIC an entry configures.
@@ -250,6 +255,9 @@ impl MachineConfig {
         if let Some((n, k)) = f.take("services") {
             c.services = crate::service::list(n, &k)?;
         }
+        if let Some((n, k)) = f.take("update") {
+            c.update = Some(crate::channel::Override::parse(n, &k)?);
+        }
         f.finish(&[
             "version",
             "hostname",
@@ -257,6 +265,7 @@ impl MachineConfig {
             "ssh-authorized-keys",
             "files",
             "services",
+            "update",
         ])?;
         Ok(c)
     }
@@ -339,6 +348,9 @@ impl MachineConfig {
         if !self.services.is_empty() {
             let s: Vec<String> = self.services.iter().map(|s| s.to_json()).collect();
             parts.push(format!("\"services\": [{}]", s.join(", ")));
+        }
+        if let Some(u) = &self.update {
+            parts.push(format!("\"update\": {}", u.json()));
         }
         format!("{{{}}}\n", parts.join(", "))
     }

@@ -331,6 +331,11 @@ impl Parser<'_> {
     }
 }
 
+/// `s` as a JSON string literal (for the writers on both sides).
+pub fn quote(s: &str) -> alloc::string::String {
+    crate::schema::quote(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

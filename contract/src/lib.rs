@@ -20,6 +20,7 @@
 extern crate alloc;
 
 pub mod bundle;
+pub mod channel;
 pub mod cmdline;
 pub mod config;
 mod crc32;
@@ -28,6 +29,7 @@ pub mod entry;
 mod error;
 pub mod gpt;
 mod guid;
+pub mod health;
 pub mod json;
 pub mod layout;
 pub mod paths;

@@ -56,3 +56,15 @@ pub const SYSROOT: &str = "/sysroot";
 pub const UPDATE_KEY: &str = "/usr/share/berth/update/release.pub";
 /// Present when the image accepts unsigned bundles (a profile without a key said so).
 pub const UPDATE_ALLOW_UNSIGNED: &str = "/usr/share/berth/update/allow-unsigned";
+/// The image's boot-health policy ([`crate::health::Policy`]).
+pub const HEALTH_POLICY: &str = "/usr/share/berth/health";
+/// Boot-health records on the state partition: per slot, why its last boot failed
+/// (`slot-<x>`) and how many of its boots in a row were not good (`streak-<x>`).
+pub const HEALTH_DIR: &str = "/var/lib/berth/health";
+/// The image's update policy ([`crate::channel::Policy`]).
+pub const UPDATE_POLICY: &str = "/usr/share/berth/update/policy";
+/// The policy in effect (the image's with the machine config's `update` over it), written by
+/// PID 1 at boot for berthctl.
+pub const UPDATE_POLICY_RUN: &str = "/run/berth/update-policy";
+/// Present (holding the version) when an update was applied and waits for its reboot.
+pub const UPDATE_PENDING: &str = "/run/berth/update-pending";

@@ -120,12 +120,35 @@ fn make_workspace() -> Result<PathBuf> {
         ws.join("profiles/vm-test-v2.toml"),
         "schema = 1\nextends = \"vm-test.toml\"\n\n[image]\nversion = \"0.2.0\"\n",
     )?;
+    // 0.1.0 with one package more (in the hello container's image), for the delta figure.
+    fs::write(
+        ws.join("profiles/vm-test-pkg.toml"),
+        "schema = 1\nextends = \"vm-test.toml\"\n\n[image]\nversion = \"0.1.1\"\n\n\
+         [[containers]]\nname = \"hello\"\npackages = [\"busybox-static\", \"hello\"]\n\
+         command = [\"/bin/busybox\", \"echo\", \"berth-test-marker:hello-from-a-container\"]\n\
+         oneshot = true\n",
+    )?;
+    // The release after 0.2.0, for the second update (B to A).
+    fs::write(
+        ws.join("profiles/vm-test-v3.toml"),
+        "schema = 1\nextends = \"vm-test.toml\"\n\n[image]\nversion = \"0.5.0\"\n",
+    )?;
     // A release whose new slot never becomes healthy: a required oneshot that fails.
     fs::write(
         ws.join("profiles/vm-test-broken.toml"),
         "schema = 1\nextends = \"vm-test.toml\"\n\n[image]\nversion = \"0.3.0\"\n\n\
          [[containers]]\nname = \"broken\"\npackages = [\"busybox-static\"]\n\
          command = [\"/bin/busybox\", \"false\"]\noneshot = true\n",
+    )?;
+    // A release whose new slot hangs before ready: a required daemon whose readiness never
+    // comes, with a wait longer than the ready-deadline; one try, a short watchdog.
+    fs::write(
+        ws.join("profiles/vm-test-hang.toml"),
+        "schema = 1\nextends = \"vm-test.toml\"\n\n[image]\nversion = \"0.4.0\"\n\n\
+         [boot]\ntries = 1\nready-deadline = 50\nwatchdog = 10\n\n\
+         [[containers]]\nname = \"stuck\"\npackages = [\"busybox-static\"]\n\
+         command = [\"/bin/busybox\", \"sleep\", \"100000\"]\n\
+         ready = { tcp = 9 }\nready-timeout = 3600\n",
     )?;
     Ok(ws)
 }
@@ -189,6 +212,10 @@ command = ["/bin/busybox", "httpd", "-f", "-vv", "-p", "8080", "-h", "/www"]
 env = { GREETING = "hello  world" }
 mounts = [{ source = "/var/lib/web", target = "/www/data", read-only = true }]
 ready = { http = "http://127.0.0.1:8080/" }
+
+# A boot counts as good after 20 s of ready (default 120): the power-cut test cuts soon after.
+[boot]
+stable-after = 20
 
 [update]
 public-key = "release.pub"
@@ -353,6 +380,41 @@ pub fn ssh_with_input(
         fs::File::open(input).with_context(|| format!("opening {}", input.display()))?,
     ));
     run_bounded_with_stdin(&mut c, timeout)
+}
+
+/// A QEMU `guestfwd` command that relays each guest connection (on its stdin/stdout) to
+/// 127.0.0.1:`port` on the host; the script is written into `dir`.
+pub fn loopback_relay(dir: &Path, port: u16) -> Result<String> {
+    let relay = dir.join("relay.py");
+    fs::write(
+        &relay,
+        "import os, socket, sys, threading\n\
+         s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+         def up():\n    while True:\n        b = os.read(0, 65536)\n        if not b:\n            break\n        s.sendall(b)\n\
+         threading.Thread(target=up, daemon=True).start()\n\
+         while True:\n    b = s.recv(65536)\n    if not b:\n        break\n    os.write(1, b)\n",
+    )?;
+    Ok(format!("python3 {} {port}", relay.display()))
+}
+
+/// Starts `cmd` in the guest through SSH in the background, `input` as its stdin, its output
+/// (stdout and stderr) into the file `out`; the caller waits for or kills the child.
+pub fn ssh_spawn(
+    port: u16,
+    user: &str,
+    key: &SshKey,
+    cmd: &str,
+    input: &Path,
+    out: &Path,
+) -> Result<Child> {
+    let mut c = ssh_command(port, user, key, cmd);
+    let o = fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    c.stdin(Stdio::from(
+        fs::File::open(input).with_context(|| format!("opening {}", input.display()))?,
+    ))
+    .stdout(Stdio::from(o.try_clone()?))
+    .stderr(Stdio::from(o));
+    c.spawn().context("starting ssh")
 }
 
 fn ssh_command(port: u16, user: &str, key: &SshKey, cmd: &str) -> Command {
@@ -534,6 +596,15 @@ impl Guest {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Pulls the plug: SIGKILL to QEMU (what the guest had not written to its disk is lost).
+    pub fn power_cut(&mut self) -> Result<()> {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            self.exited = Some(self.child.wait()?);
+        }
+        Ok(())
     }
 
     /// Waits (bounded) for QEMU to exit, as it does when the guest powers off.

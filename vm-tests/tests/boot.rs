@@ -652,16 +652,7 @@ fn ec2_imdsv2_user_data_and_metadata_provision_the_aws_image() {
         key.public.clone(),
     );
     // QEMU runs one relay per guest connection, on its stdin/stdout, to the stand-in.
-    let relay = work.path().join("relay.py");
-    fs::write(
-        &relay,
-        "import os, socket, sys, threading\n\
-         s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
-         def up():\n    while True:\n        b = os.read(0, 65536)\n        if not b:\n            break\n        s.sendall(b)\n\
-         threading.Thread(target=up, daemon=True).start()\n\
-         while True:\n    b = s.recv(65536)\n    if not b:\n        break\n    os.write(1, b)\n",
-    )
-    .unwrap();
+    let relay = |port: u16| berth_vm_tests::loopback_relay(work.path(), port).unwrap();
     let ssh_port = free_port().unwrap();
     let ec2 = |port: u16| {
         let mut cfg = VmConfig::new(&img.disk()).unwrap();
@@ -672,11 +663,7 @@ fn ec2_imdsv2_user_data_and_metadata_provision_the_aws_image() {
         cfg.user_net = Some(
             "net=169.254.0.0/16,host=169.254.0.2,dhcpstart=169.254.0.15,dns=169.254.0.3".into(),
         );
-        cfg.guest_forwards = vec![(
-            "169.254.169.254".parse().unwrap(),
-            80,
-            format!("python3 {} {port}", relay.display()),
-        )];
+        cfg.guest_forwards = vec![("169.254.169.254".parse().unwrap(), 80, relay(port))];
         cfg.forwards = vec![(ssh_port, 22)];
         cfg
     };

@@ -1,15 +1,16 @@
 //! A/B updates in real QEMU + OVMF + systemd-boot: a machine running version 0.1.0 in slot A
 //! takes the signed bundle of 0.2.0 over SSH (`berthctl update apply -`, the delta bundle),
 //! refuses damaged, unsigned and old bundles without touching what boots next, reboots into
-//! slot B, keeps /var, and blesses B.
+//! slot B, keeps /var, and blesses B; then takes 0.5.0 into slot A the same way, and with both
+//! slots blessed the newest version keeps booting (file-name order alone would pick B).
 
 use std::fs;
 use std::time::Duration;
 
 use berth::run::qemu::{Boot, VmConfig};
 use berth_vm_tests::{
-    build_profile_delta, free_port, ssh, ssh_key, ssh_with_input, test_image, Guest, READY_UEFI,
-    SHUTDOWN,
+    build_profile, build_profile_delta, free_port, ssh, ssh_key, ssh_with_input, test_image, Guest,
+    READY_UEFI, SHUTDOWN,
 };
 
 #[test]
@@ -163,6 +164,50 @@ fn update_a_to_b_over_ssh_then_reboot_into_b() {
         run("cat /proc/1/root/var/lib/web/greeting"),
         "kept across the update\n"
     );
+
+    // The second update, B to A: the full bundle of 0.5.0.
+    let v3 = build_profile("vm-test-v3.toml", Some(vec![])).unwrap();
+    let (code, out) = ssh_with_input(
+        port,
+        "admin",
+        &key,
+        "berthctl update apply - --reboot",
+        &v3.dir.join("update.bundle"),
+        Duration::from_secs(1200),
+    )
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("update applied: version 0.5.0 in slot a"),
+        "{out}"
+    );
+    g.wait_exit(SHUTDOWN).unwrap();
+    drop(g);
+    let mut g = boot("update-v3", false);
+    g.wait_for("berth: ready slot=a version=0.5.0", READY_UEFI)
+        .unwrap();
+    let blessed = g
+        .wait_for("berth: blessed", Duration::from_secs(1))
+        .unwrap();
+    assert!(blessed.ends_with("-> berth-a.conf"), "{blessed}");
+    let _ = ssh(port, "admin", &key, "berthctl poweroff", t);
+    g.wait_exit(SHUTDOWN).unwrap();
+    drop(g);
+
+    // Both blessed (berth-a.conf 0.5.0, berth-b.conf 0.2.0): the newest still wins.
+    let mut g = boot("update-order", false);
+    g.wait_for("berth: ready slot=a version=0.5.0", READY_UEFI)
+        .unwrap();
+    let after = run("berthctl status");
+    assert!(
+        after.contains("slot a: version 0.5.0, berth-a.conf (blessed), boots next, booted")
+            && after.contains("slot b: version 0.2.0, berth-b.conf (blessed)"),
+        "{after}"
+    );
+    assert_eq!(
+        run("cat /proc/1/root/var/lib/web/greeting"),
+        "kept across the update\n"
+    );
     let _ = ssh(port, "admin", &key, "berthctl poweroff", t);
     g.wait_for("berth: unmounted", SHUTDOWN).unwrap();
     g.wait_exit(SHUTDOWN).unwrap();
@@ -173,7 +218,6 @@ fn update_a_to_b_over_ssh_then_reboot_into_b() {
 /// says why it is back and still boots next.
 #[test]
 fn an_unhealthy_new_slot_is_rolled_back_after_its_tries() {
-    use berth_vm_tests::build_profile;
     let v1 = test_image();
     let broken = build_profile("vm-test-broken.toml", Some(vec![])).unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -258,5 +302,122 @@ fn an_unhealthy_new_slot_is_rolled_back_after_its_tries() {
         "{status}"
     );
     let _ = ssh(port, "admin", &key, "berthctl poweroff", t);
+    g.wait_exit(SHUTDOWN).unwrap();
+}
+
+/// The channel: `berth publish channel` writes a static channel, a plain static file server
+/// (python3 -m http.server) serves it on the host's loopback, the guest reaches it through
+/// QEMU's guestfwd (and nothing else), checks it by itself every 30 s as its machine config
+/// says, fetches the delta that fits its root, applies it and reboots into it.
+#[test]
+fn a_machine_checks_its_channel_applies_the_update_and_reboots_into_it() {
+    use berth_vm_tests::{loopback_relay, release_key};
+    let v1 = test_image();
+    let v2 = build_profile_delta("vm-test-v2.toml", Some(vec![]), Some(v1.dir.clone())).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let channel = work.path().join("channel");
+    let (_, public) = release_key().unwrap();
+    let key = berth::util::keys::read_public(&public).unwrap();
+    let p = berth::publish::channel::publish(&channel, &v2.dir, Some(&key)).unwrap();
+    assert_eq!(p.version, "0.2.0");
+    // Versions only go up: publishing 0.1.0 after it is refused.
+    let e = berth::publish::channel::publish(&channel, &v1.dir, Some(&key)).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("newer than this build's 0.1.0"),
+        "{e:#}"
+    );
+
+    let http_port = free_port().unwrap();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &http_port.to_string(),
+        ])
+        .arg("--directory")
+        .arg(&channel)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    struct Stop<'a>(&'a mut std::process::Child);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Stop(&mut server);
+
+    let ssh_key = ssh_key(work.path()).unwrap();
+    let port = free_port().unwrap();
+    let config = work.path().join("config.json");
+    fs::write(
+        &config,
+        format!(
+            r#"{{"version": 1, "ssh-authorized-keys": ["{}"],
+  "update": {{"channel": "http://10.0.2.100:8080/", "check-interval": 30, "reboot": "now"}}}}"#,
+            ssh_key.public
+        ),
+    )
+    .unwrap();
+    let disk = v1.disk_copy(work.path()).unwrap();
+    let relay = loopback_relay(work.path(), http_port).unwrap();
+    let boot = |name: &str| {
+        let mut cfg = VmConfig::new(&disk).unwrap();
+        cfg.boot = Boot::Uefi;
+        cfg.persist = true;
+        cfg.forwards = vec![(port, 22)];
+        cfg.guest_forwards = vec![("10.0.2.100".parse().unwrap(), 8080, relay.clone())];
+        cfg.machine_config = Some(config.clone());
+        Guest::start(name, cfg).unwrap()
+    };
+    let t = Duration::from_secs(120);
+    let mut g = boot("channel-v1");
+    g.wait_for("berth: ready slot=a version=0.1.0", READY_UEFI)
+        .unwrap();
+    let (code, out) = ssh(port, "admin", &ssh_key, "berthctl update check", t).unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("update available: 0.2.0 (berth-test-0.2.0-from-"),
+        "the delta from the running root is offered: {out}"
+    );
+    // By itself, within its check interval: fetch, apply, reboot.
+    let line = g
+        .wait_for(
+            "update check: 0.2.0 available; applying",
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    assert!(
+        line.contains("http://10.0.2.100:8080/berth-test-0.2.0-from-"),
+        "{line}"
+    );
+    g.wait_for(
+        "berth: rebooting into the applied update 0.2.0 (reboot policy now)",
+        Duration::from_secs(900),
+    )
+    .unwrap();
+    g.wait_exit(SHUTDOWN).unwrap();
+    drop(g);
+
+    let mut g = boot("channel-v2");
+    g.wait_for("berth: ready slot=b version=0.2.0", READY_UEFI)
+        .unwrap();
+    g.wait_for("berth: blessed", Duration::from_secs(1))
+        .unwrap();
+    let (code, out) = ssh(port, "admin", &ssh_key, "berthctl update check", t).unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("up to date: running 0.2.0"), "{out}");
+    let (code, js) = ssh(port, "admin", &ssh_key, "berthctl status --json", t).unwrap();
+    assert_eq!(code, 0, "{js}");
+    assert!(
+        js.contains(r#""booted": {"slot": "b", "version": "0.2.0", "blessed": true}"#)
+            && js.contains(r#""last-update": {"version": "0.2.0", "slot": "b""#),
+        "{js}"
+    );
+    let _ = ssh(port, "admin", &ssh_key, "berthctl poweroff", t);
     g.wait_exit(SHUTDOWN).unwrap();
 }

@@ -9,11 +9,29 @@ use berth::artifacts::BuildManifest;
 use berth::publish;
 use berth::util::printer::Printer;
 
-/// Ship a built image: an AWS AMI, or a Vagrant box catalog.
+/// Ship a built image: an AWS AMI, a Vagrant box catalog, or an update channel.
 #[derive(Subcommand)]
 pub enum PublishCommand {
     Aws(AwsArgs),
     Vagrant(VagrantArgs),
+    Channel(ChannelArgs),
+}
+
+/// Add the image's update bundles to a static update channel: DIR/channel.json plus the
+/// bundles, for any static file server. Machines check it with `berthctl update check`
+/// (or by themselves: the profile's `[update] channel` and `check-interval`).
+///
+/// The bundles are verified first (every chunk; the signature against --key when given);
+/// versions only go up; channel.json is replaced last, so the channel is never half-written.
+#[derive(Args)]
+pub struct ChannelArgs {
+    /// The channel directory (created if missing).
+    channel: PathBuf,
+    /// The image directory (with update.bundle, maybe update-delta.bundle, and manifest.json).
+    image_dir: PathBuf,
+    /// The release key's public half: the bundles must be signed by it.
+    #[arg(long, value_name = "PUB")]
+    key: Option<PathBuf>,
 }
 
 /// Upload disk.raw to an EBS snapshot (EBS direct APIs) and register a UEFI AMI.
@@ -74,7 +92,26 @@ pub fn run(c: PublishCommand, printer: &Printer) -> Result<()> {
     match c {
         PublishCommand::Aws(a) => aws(a, printer),
         PublishCommand::Vagrant(a) => vagrant(a, printer),
+        PublishCommand::Channel(a) => channel(a, printer),
     }
+}
+
+fn channel(a: ChannelArgs, printer: &Printer) -> Result<()> {
+    let key = a
+        .key
+        .as_deref()
+        .map(berth::util::keys::read_public)
+        .transpose()?;
+    let p = publish::channel::publish(&a.channel, &a.image_dir, key.as_ref())?;
+    printer.info(&format!(
+        "{} now offers version {} ({})",
+        p.index.display(),
+        p.version,
+        p.bundles.join(", ")
+    ));
+    printer.result(&p.index.display().to_string());
+    printer.json(&serde_json::to_value(&p)?);
+    Ok(())
 }
 
 fn aws(a: AwsArgs, printer: &Printer) -> Result<()> {

@@ -2,6 +2,7 @@
 //! itself is the berth-aws crate), and the Vagrant box catalog.
 
 pub mod catalog;
+pub mod channel;
 
 use std::path::Path;
 

@@ -63,8 +63,16 @@ pub fn assemble(
 /// unsigned bundles.
 fn add_update_policy(profile: &Profile, rootfs: &mut RootfsManifest) -> Result<()> {
     use crate::fsimage::manifest::{Entry, ImagePath};
-    use berth_contract::paths::{UPDATE_ALLOW_UNSIGNED, UPDATE_KEY};
+    use berth_contract::paths::{HEALTH_POLICY, UPDATE_ALLOW_UNSIGNED, UPDATE_KEY, UPDATE_POLICY};
     let sde = profile.image.source_date_epoch;
+    rootfs.manifest.insert(
+        ImagePath::new(UPDATE_POLICY)?,
+        Entry::file(profile.update.policy().text(), 0o644, sde),
+    )?;
+    rootfs.manifest.insert(
+        ImagePath::new(HEALTH_POLICY)?,
+        Entry::file(profile.boot.health().text(), 0o644, sde),
+    )?;
     if let Some(k) = &profile.update.public_key {
         let key = crate::util::keys::read_public(k)?;
         rootfs.manifest.insert(

@@ -5,19 +5,22 @@
 
 use crate::{cmdline, esp, sys};
 
-const USAGE: &str =
-    "usage: berthctl poweroff | reboot | status | services | logs NAME | config show";
+const USAGE: &str = "usage: berthctl poweroff | reboot | status [--json] | services | logs NAME | config show | hostname NAME
+       | update apply FILE|URL|- [--allow-downgrade] [--reboot] | update check [--channel URL] [--apply] [--reboot] | rollback";
 
 /// Runs the command in `args` (without the program name); returns the exit code.
 pub fn main(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
         Some("poweroff") => signal_init(sys::SIGUSR2, "poweroff"),
         Some("reboot") => signal_init(sys::SIGTERM, "reboot"),
-        Some("status") => status(),
+        Some("status") => status(&args[1..]),
         Some("config") if args.get(1).map(String::as_str) == Some("show") => config_show(),
         Some("services") => services(),
         Some("update") if args.get(1).map(String::as_str) == Some("apply") => {
             update_apply(&args[2..])
+        }
+        Some("update") if args.get(1).map(String::as_str) == Some("check") => {
+            update_check(&args[2..])
         }
         Some("rollback") => rollback(),
         Some("hostname") => match args.get(1) {
@@ -77,7 +80,15 @@ fn signal_init(sig: libc::c_int, what: &str) -> i32 {
     }
 }
 
-fn status() -> i32 {
+fn status(args: &[String]) -> i32 {
+    let json = match args {
+        [] => false,
+        [j] if j == "--json" => true,
+        _ => {
+            eprintln!("usage: berthctl status [--json]");
+            return 2;
+        }
+    };
     let c = match cmdline::read() {
         Ok(c) => c,
         Err(e) => {
@@ -91,44 +102,130 @@ fn status() -> i32 {
         .trim()
         .split_once(' ')
         .unwrap_or(("unknown", "not-yet"));
+    let list = match esp::entries_with_roothash() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("berthctl: status: reading the boot entries: {e}");
+            return 1;
+        }
+    };
+    let plain: Vec<_> = list.iter().map(|(n, v, _)| (*n, v.clone())).collect();
+    let next = berth_contract::entry::default_entry(&plain);
+    let lines = |p: &str| -> Vec<String> {
+        std::fs::read_to_string(format!("/proc/1/root{p}"))
+            .map(|t| t.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let last_update = lines(crate::update::LAST_UPDATE);
+    // The newest rollback report of either slot.
+    let rollback = berth_contract::Slot::ALL
+        .iter()
+        .filter_map(|s| {
+            let p = format!(
+                "/proc/1/root{}/slot-{s}.reported",
+                berth_contract::paths::HEALTH_DIR
+            );
+            let m = std::fs::metadata(&p).and_then(|m| m.modified()).ok()?;
+            let t = std::fs::read_to_string(&p).ok()?;
+            let mut l = t.lines();
+            Some((
+                m,
+                *s,
+                l.next()?.to_string(),
+                l.next().unwrap_or("").to_string(),
+            ))
+        })
+        .max_by_key(|r| r.0);
+    let q = berth_contract::json::quote;
+    if json {
+        let mut slots = Vec::new();
+        for s in berth_contract::Slot::ALL {
+            let i = (0..list.len()).find(|i| list[*i].0.slot == s);
+            let booted = c.slot == Some(s);
+            slots.push(match i {
+                None => format!("{{\"slot\": \"{s}\", \"entry\": null, \"booted\": {booted}, \"boots-next\": false}}"),
+                Some(i) => {
+                    let (n, v, h) = &list[i];
+                    let (state, left, done) = match n.tries {
+                        None => ("blessed", 0, 0),
+                        Some(t) if t.left == 0 => ("bad", 0, t.done),
+                        Some(t) => ("trying", t.left, t.done),
+                    };
+                    format!(
+                        "{{\"slot\": \"{s}\", \"entry\": {}, \"version\": {}, \"roothash\": {}, \"state\": \"{state}\", \"tries-left\": {left}, \"tries-done\": {done}, \"booted\": {booted}, \"boots-next\": {}}}",
+                        q(&n.file_name()),
+                        q(v),
+                        h.as_deref().map_or("null".to_string(), q),
+                        next == Some(i)
+                    )
+                }
+            });
+        }
+        let update = match last_update.as_slice() {
+            [v, s, t, ..] => format!(
+                "{{\"version\": {}, \"slot\": {}, \"time\": {}}}",
+                q(v),
+                q(s),
+                t.parse::<u64>().unwrap_or(0)
+            ),
+            _ => "null".into(),
+        };
+        let rb = match &rollback {
+            Some((_, s, v, why)) => format!(
+                "{{\"slot\": \"{s}\", \"version\": {}, \"reason\": {}}}",
+                q(v),
+                q(why)
+            ),
+            None => "null".into(),
+        };
+        println!(
+            "{{\"booted\": {{\"slot\": {}, \"version\": {}, \"blessed\": {}}}, \"slots\": [{}], \"last-update\": {update}, \"last-rollback\": {rb}}}",
+            c.slot.map_or("null".to_string(), |s| format!("\"{s}\"")),
+            c.version.as_deref().map_or("null".to_string(), q),
+            state != "not-yet",
+            slots.join(", ")
+        );
+        return 0;
+    }
     println!(
         "slot={} version={} entry={name} blessed={}",
         c.slot.map_or("unknown", |s| s.as_str()),
         c.version.as_deref().unwrap_or("unknown"),
         if state == "not-yet" { "no" } else { "yes" }
     );
-    // Both slots, from their entries on the ESP.
-    match esp::entries() {
-        Ok(list) => {
-            let next = berth_contract::entry::default_entry(&list);
-            for s in berth_contract::Slot::ALL {
-                let mine: Vec<usize> = (0..list.len()).filter(|i| list[*i].0.slot == s).collect();
-                let desc = match mine.first() {
-                    None => "no boot entry (empty, or being written)".to_string(),
-                    Some(&i) => {
-                        let (n, v) = &list[i];
-                        let state = match n.tries {
-                            None => "blessed".to_string(),
-                            Some(t) if t.left == 0 => format!("bad (tries done {})", t.done),
-                            Some(t) => format!("tries left {}, done {}", t.left, t.done),
-                        };
-                        format!(
-                            "version {v}, {} ({state}){}",
-                            n.file_name(),
-                            if next == Some(i) { ", boots next" } else { "" }
-                        )
-                    }
+    for s in berth_contract::Slot::ALL {
+        let i = (0..list.len()).find(|i| list[*i].0.slot == s);
+        let desc = match i {
+            None => "no boot entry (empty, or being written)".to_string(),
+            Some(i) => {
+                let (n, v, _) = &list[i];
+                let state = match n.tries {
+                    None => "blessed".to_string(),
+                    Some(t) if t.left == 0 => format!("bad (tries done {})", t.done),
+                    Some(t) => format!("tries left {}, done {}", t.left, t.done),
                 };
-                let booted = if c.slot == Some(s) { ", booted" } else { "" };
-                println!("  slot {s}: {desc}{booted}");
+                format!(
+                    "version {v}, {} ({state}){}",
+                    n.file_name(),
+                    if next == Some(i) { ", boots next" } else { "" }
+                )
             }
-            0
-        }
-        Err(e) => {
-            eprintln!("berthctl: status: reading the boot entries: {e}");
-            1
-        }
+        };
+        let booted = if c.slot == Some(s) { ", booted" } else { "" };
+        let root = i
+            .and_then(|i| list[i].2.as_deref())
+            .map_or(String::new(), |h| {
+                format!(", root {}", &h[..h.len().min(16)])
+            });
+        println!("  slot {s}: {desc}{booted}{root}");
     }
+    if let [v, s, t, ..] = last_update.as_slice() {
+        println!("last update: version {v} into slot {s} at {t} (Unix time)");
+    }
+    if let Some((_, s, v, why)) = &rollback {
+        println!("last rollback: from {v} in slot {s}: {why}");
+    }
+    0
 }
 
 fn update_apply(args: &[String]) -> i32 {
@@ -142,13 +239,13 @@ fn update_apply(args: &[String]) -> i32 {
                 source = Some(s.to_string())
             }
             other => {
-                eprintln!("berthctl: update apply: unexpected {other:?}; usage: berthctl update apply FILE|- [--allow-downgrade] [--reboot]");
+                eprintln!("berthctl: update apply: unexpected {other:?}; usage: berthctl update apply FILE|URL|- [--allow-downgrade] [--reboot]");
                 return 2;
             }
         }
     }
     let Some(source) = source else {
-        eprintln!("usage: berthctl update apply FILE|- [--allow-downgrade] [--reboot]");
+        eprintln!("usage: berthctl update apply FILE|URL|- [--allow-downgrade] [--reboot]");
         return 2;
     };
     match crate::update::apply(&source, downgrade) {
@@ -168,6 +265,55 @@ fn update_apply(args: &[String]) -> i32 {
         }
         Err(e) => {
             eprintln!("berthctl: update apply: {e}");
+            1
+        }
+    }
+}
+
+fn update_check(args: &[String]) -> i32 {
+    const USE: &str = "usage: berthctl update check [--channel URL] [--apply] [--reboot]";
+    let (mut channel, mut apply, mut reboot) = (None, false, false);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--apply" => apply = true,
+            "--reboot" => reboot = true,
+            "--channel" => match it.next() {
+                Some(u) => channel = Some(u.clone()),
+                None => {
+                    eprintln!("{USE}");
+                    return 2;
+                }
+            },
+            other => {
+                eprintln!("berthctl: update check: unexpected {other:?}; {USE}");
+                return 2;
+            }
+        }
+    }
+    use crate::channel::Outcome;
+    match crate::channel::check(channel.as_deref(), apply) {
+        Ok(Outcome::UpToDate { running, latest }) => {
+            println!("up to date: running {running}; the channel's latest is {latest}");
+            0
+        }
+        Ok(Outcome::Available {
+            version,
+            bundle,
+            size,
+        }) => {
+            println!("update available: {version} ({bundle}, {size} bytes); --apply to apply it");
+            0
+        }
+        Ok(Outcome::Applied { slot, version }) => {
+            println!("update applied: version {version} in slot {slot}; it boots next");
+            if reboot {
+                return signal_init(sys::SIGTERM, "reboot");
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("berthctl: update check: {e}");
             1
         }
     }

@@ -9,11 +9,10 @@ use berth_contract::dps::ESP_TYPE;
 use berth_contract::paths::ENTRIES_DIR;
 use berth_contract::{EntryName, Slot};
 
-use crate::gpt::{self, Guid};
+use crate::gpt;
 use crate::initrd::mount;
 use crate::{sys, Ctx, Result};
 
-const MNT: &str = "/run/berth/esp";
 /// PID 1 records the outcome here for `berthctl status` (which then needs no ESP mount).
 pub const RECORD: &str = "/run/berth/entry";
 /// Whoever mounts the ESP (PID 1 blessing, `berthctl update` on the host or in the admin
@@ -41,24 +40,10 @@ pub fn blessed_name(name: &str, slot: Slot) -> Option<String> {
         .map(|e| e.blessed().file_name())
 }
 
-/// Finds the ESP on the disk holding the state partition, renames this slot's counting entry
-/// (if any) and unmounts. Returns (old, new) when it renamed one, and records the entry name.
-pub fn bless(state: Guid, slot: Slot) -> Result<Option<(String, String)>> {
-    let disk = gpt::wait_for(&[state], Duration::from_secs(2))?
-        .remove(0)
-        .disk;
-    let Some(esp) = gpt::find_type(&disk, ESP_TYPE) else {
-        crate::fail!("finding the ESP (type {ESP_TYPE}) on /dev/{disk}: no such partition");
-    };
-    let _lock = lock()?;
-    fs::create_dir_all(MNT).ctx(|| format!("mkdir -p {MNT}"))?;
-    let flags = sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
-    mount(&format!("/dev/{}", esp.dev), MNT, "vfat", flags, "")?;
-    let r = rename_entry(slot);
-    sys::sync();
-    let u = sys::umount(MNT, 0).ctx(|| format!("umount {MNT}"));
-    let r = r?;
-    u?;
+/// Renames this slot's counting entry (if any) on the ESP. Returns (old, new) when it renamed
+/// one, and records the entry name.
+pub fn bless(slot: Slot) -> Result<Option<(String, String)>> {
+    let r = with_esp(false, |mnt| rename_entry(mnt, slot))?;
     let (entry, state) = match &r {
         Some((_, new)) => (new.clone(), "blessed"),
         None => (EntryName::new(slot, 0).file_name(), "already-blessed"),
@@ -68,7 +53,7 @@ pub fn bless(state: Guid, slot: Slot) -> Result<Option<(String, String)>> {
 }
 
 /// Mounts the ESP (under the lock) at a private mount point, runs `f` on it, unmounts.
-fn with_esp<T>(readonly: bool, f: impl FnOnce(&str) -> Result<T>) -> Result<T> {
+pub fn with_esp<T>(readonly: bool, f: impl FnOnce(&str) -> Result<T>) -> Result<T> {
     let c = crate::cmdline::read()?;
     let Some(state) = c.state else {
         crate::fail!("/proc/cmdline has no berth.state");
@@ -121,6 +106,24 @@ pub fn entries() -> Result<Vec<(EntryName, String)>> {
     with_esp(true, read_entries)
 }
 
+/// Every berth boot entry with its version and root hash (`None` when unreadable).
+pub fn entries_with_roothash() -> Result<Vec<(EntryName, String, Option<String>)>> {
+    with_esp(true, |mnt| {
+        let list = read_entries(mnt)?;
+        Ok(list
+            .into_iter()
+            .map(|(n, v)| {
+                let p = format!("{mnt}{}", berth_contract::paths::entry(&n));
+                let h = fs::read_to_string(p)
+                    .ok()
+                    .and_then(|t| berth_contract::BootEntry::parse(&t).ok())
+                    .map(|b| b.args.roothash);
+                (n, v, h)
+            })
+            .collect())
+    })
+}
+
 /// Makes the other slot boot next, if it has an entry that is not bad: the running slot's
 /// entry is marked bad (`+0-N`), which systemd-boot sorts last.
 pub fn rollback() -> Result<String> {
@@ -137,23 +140,7 @@ pub fn rollback() -> Result<String> {
                 !slot
             );
         };
-        let dir = format!("{mnt}{ENTRIES_DIR}");
-        for (n, _) in list.iter().filter(|(n, _)| n.slot == slot) {
-            let bad = EntryName {
-                tries: Some(berth_contract::Tries {
-                    left: 0,
-                    done: n.tries.map_or(1, |t| t.done.max(1)),
-                }),
-                ..*n
-            };
-            fs::rename(
-                format!("{dir}/{}", n.file_name()),
-                format!("{dir}/{}", bad.file_name()),
-            )
-            .ctx(|| format!("renaming {} to {}", n.file_name(), bad.file_name()))?;
-        }
-        let d = fs::File::open(&dir).ctx(|| format!("opening {dir}"))?;
-        d.sync_all().ctx(|| format!("fsync {dir}"))?;
+        use_up(&format!("{mnt}{ENTRIES_DIR}"), slot)?;
         Ok(format!(
             "slot {} (version {ov}, {}) boots next; reboot to use it",
             !slot,
@@ -162,8 +149,33 @@ pub fn rollback() -> Result<String> {
     })
 }
 
-fn rename_entry(slot: Slot) -> Result<Option<(String, String)>> {
-    let dir = format!("{MNT}{ENTRIES_DIR}");
+/// Marks `slot`'s entries in `dir` used up (`+0-N`): systemd-boot sorts them after any entry
+/// with tries left or blessed. Then fsync of the directory.
+pub fn use_up(dir: &str, slot: Slot) -> Result<()> {
+    for e in fs::read_dir(dir)
+        .ctx(|| format!("listing {dir}"))?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(n) = EntryName::parse(&name).filter(|n| n.slot == slot && !n.is_bad()) else {
+            continue;
+        };
+        let used = EntryName {
+            tries: Some(berth_contract::Tries {
+                left: 0,
+                done: n.tries.map_or(1, |t| t.done.max(1)),
+            }),
+            ..n
+        };
+        fs::rename(e.path(), format!("{dir}/{}", used.file_name()))
+            .ctx(|| format!("renaming {dir}/{name} to {}", used.file_name()))?;
+    }
+    let d = fs::File::open(dir).ctx(|| format!("opening {dir}"))?;
+    d.sync_all().ctx(|| format!("fsync {dir}"))
+}
+
+fn rename_entry(mnt: &str, slot: Slot) -> Result<Option<(String, String)>> {
+    let dir = format!("{mnt}{ENTRIES_DIR}");
     let names: Vec<String> = fs::read_dir(&dir)
         .ctx(|| format!("listing {dir}"))?
         .flatten()
@@ -173,6 +185,8 @@ fn rename_entry(slot: Slot) -> Result<Option<(String, String)>> {
         if let Some(new) = blessed_name(&old, slot) {
             fs::rename(format!("{dir}/{old}"), format!("{dir}/{new}"))
                 .ctx(|| format!("renaming {dir}/{old} to {new}"))?;
+            let d = fs::File::open(&dir).ctx(|| format!("opening {dir}"))?;
+            d.sync_all().ctx(|| format!("fsync {dir}"))?;
             return Ok(Some((old, new)));
         }
     }

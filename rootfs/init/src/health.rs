@@ -9,21 +9,47 @@
 //! started: "did not reach ready".
 
 use std::fs;
+use std::sync::Mutex;
 
+use berth_contract::health::Policy;
+use berth_contract::paths::{HEALTH_DIR, HEALTH_POLICY};
 use berth_contract::{EntryName, Slot};
 
 use crate::services::Supervisor;
-use crate::{esp, say, warn};
+use crate::{esp, say, warn, Ctx, Result};
 
-const DIR: &str = "/var/lib/berth/health";
+const DIR: &str = HEALTH_DIR;
 
 fn record(slot: Slot) -> String {
     format!("{DIR}/slot-{slot}")
 }
 
+/// Counts the boots of a slot in a row that were not good (the initrd adds one at every boot;
+/// a good boot removes the file).
+fn streak(root: &str, slot: Slot) -> String {
+    format!("{root}{DIR}/streak-{slot}")
+}
+
+/// The image's policy under `root` (`/sysroot` in the initrd, `/` after); a missing file (an
+/// image from before the policy) means the defaults, a damaged one too, with a warning.
+pub fn policy(root: &str) -> Policy {
+    let p = format!("{}{HEALTH_POLICY}", root.trim_end_matches('/'));
+    match fs::read_to_string(&p) {
+        Ok(t) => Policy::parse(&t).unwrap_or_else(|e| {
+            warn!("{p}: {e}; using the default health policy");
+            Policy::default()
+        }),
+        Err(_) => Policy::default(),
+    }
+}
+
 fn write(slot: Slot, text: &str) {
-    let _ = fs::create_dir_all(DIR);
-    let p = record(slot);
+    write_under("", slot, text)
+}
+
+fn write_under(root: &str, slot: Slot, text: &str) {
+    let _ = fs::create_dir_all(format!("{root}{DIR}"));
+    let p = format!("{root}{}", record(slot));
     let tmp = format!("{p}.tmp");
     if fs::write(&tmp, text)
         .and_then(|()| fs::rename(&tmp, &p))
@@ -31,6 +57,97 @@ fn write(slot: Slot, text: &str) {
     {
         crate::sys::sync();
     }
+}
+
+/// Initrd stage, with the state partition at `{root}/var`: counts this boot of `slot` as not
+/// (yet) good, and acts when the slot has used up its failed boots: falls back to the other
+/// slot if it has a usable entry (the reboot leads there), stops the machine if not. A slot
+/// on trial (its entry still counting tries) is left to systemd-boot's counting.
+pub fn initrd_check(root: &str, slot: Slot, version: &str, policy: &Policy) -> Result<()> {
+    let p = streak(root, slot);
+    let n: u32 = fs::read_to_string(&p)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+        + 1;
+    put(&p, n)?;
+    if n <= policy.failed_boots {
+        return Ok(());
+    }
+    let failed = n - 1;
+    let list = esp::entries()?;
+    let trial = list
+        .iter()
+        .any(|(e, _)| e.slot == slot && e.tries.is_some_and(|t| t.left > 0));
+    if trial {
+        return Ok(());
+    }
+    let why = format!("{failed} boots in a row did not come up and stay up");
+    let other_ok = list.iter().any(|(e, _)| e.slot == !slot && !e.is_bad());
+    if other_ok {
+        write_under(
+            root,
+            slot,
+            &format!(
+                "{version}
+{why}
+"
+            ),
+        );
+        let msg = esp::rollback()?;
+        put(&p, 0)?;
+        crate::sys::sync();
+        say!("initrd: slot {slot} version {version}: {why}; falling back: {msg}");
+        crate::sys::sync();
+        let e = crate::sys::reboot(crate::sys::RB_AUTOBOOT);
+        crate::fail!("reboot(RB_AUTOBOOT): {e}");
+    }
+    // One more try at the next power-on, not an endless loop.
+    put(&p, policy.failed_boots - 1)?;
+    crate::stop_pid1(&format!(
+        "slot {slot} version {version}: {why}, and slot {} holds no good version to fall back to; stopping here (powering the machine on again gives it one more try)",
+        !slot
+    ))
+}
+
+fn put(p: &str, n: u32) -> Result<()> {
+    if let Some(d) = std::path::Path::new(p).parent() {
+        fs::create_dir_all(d).ctx(|| format!("mkdir -p {}", d.display()))?;
+    }
+    let tmp = format!("{p}.tmp");
+    fs::write(&tmp, format!("{n}\n")).ctx(|| format!("writing {tmp}"))?;
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .ctx(|| format!("fsync {tmp}"))?;
+    fs::rename(&tmp, p).ctx(|| format!("renaming {tmp} to {p}"))
+}
+
+/// The slot whose boot reached ready (set once the boot outcome is decided).
+static READY_SLOT: Mutex<Option<Slot>> = Mutex::new(None);
+
+pub fn reached_ready(slot: Slot) {
+    if let Ok(mut s) = READY_SLOT.lock() {
+        *s = Some(slot);
+    }
+}
+
+/// The boot was good (ready for the policy's stable-after, or an orderly shutdown after ready):
+/// its slot's count of failed boots starts over.
+pub fn boot_was_good() {
+    let slot = READY_SLOT.lock().ok().and_then(|mut s| s.take());
+    if let Some(slot) = slot {
+        if fs::remove_file(streak("", slot)).is_ok() {
+            crate::sys::sync();
+        }
+    }
+}
+
+/// The expired ready-deadline, on the record: what the other slot reports after a rollback.
+pub fn deadline_passed(slot: Slot, version: &str, deadline: u32) {
+    write(
+        slot,
+        &format!("{version}\nits boot did not reach ready within {deadline} s; the watchdog rebooted it\n"),
+    );
 }
 
 /// The main stage begins: what the record says if this boot never finishes.
@@ -43,16 +160,13 @@ pub fn started(slot: Slot, version: &str) {
 
 /// After the services started: bless a healthy boot; reboot an unhealthy trial boot (the boot
 /// loader counts it); leave a blessed slot's entry alone.
-pub fn boot_outcome(
-    state: berth_contract::Guid,
-    slot: Slot,
-    version: &str,
-    problems: &[String],
-    sup: &mut Supervisor,
-) {
+pub fn boot_outcome(slot: Slot, version: &str, problems: &[String], sup: &mut Supervisor) {
     if problems.is_empty() {
-        match esp::bless(state, slot) {
-            Ok(Some((old, new))) => say!("blessed {old} -> {new}"),
+        match esp::bless(slot) {
+            Ok(Some((old, new))) => {
+                say!("blessed {old} -> {new}");
+                let _ = fs::remove_file(streak("", slot));
+            }
             Ok(None) => {}
             Err(e) => warn!("blessing the boot entry: {e}"),
         }

@@ -89,6 +89,14 @@ pub fn run() -> Result<()> {
         say!("initrd: state grown from {old} to {new}");
     }
     prepare_state("/sysroot/var")?;
+    // The image's health policy: a slot that keeps failing is not booted again as is, and a
+    // hung boot is rebooted by the watchdog. A problem reading the ESP here must not make a
+    // boot fail that would otherwise work: it is a warning.
+    let policy = crate::health::policy(SYSROOT);
+    if let Err(e) = crate::health::initrd_check(SYSROOT, keys.slot, &keys.version, &policy) {
+        warn!("checking slot {}'s failed boots: {e}", keys.slot);
+    }
+    crate::watchdog::arm(&policy)?;
     mount(
         "overlay",
         "/sysroot/etc",

@@ -9,11 +9,13 @@
 //! concept. Every failure names what was tried (`Ctx::ctx`).
 
 mod berthctl;
+mod channel;
 mod cmdline;
 mod dm;
 mod esp;
 mod gpt;
 mod health;
+mod http;
 mod imds;
 mod initrd;
 mod logs;
@@ -26,6 +28,7 @@ mod shutdown;
 mod sys;
 mod units;
 mod update;
+mod watchdog;
 
 use std::fmt;
 use std::time::Duration;
@@ -113,6 +116,7 @@ pub fn die_pid1(msg: &str) -> ! {
 pub fn stop_pid1(msg: &str) -> ! {
     say!("FATAL: {msg}");
     say!("FATAL: the machine cannot come up as configured; powering off in 10 s");
+    watchdog::disarm();
     sys::sync();
     std::thread::sleep(Duration::from_secs(10));
     let e = sys::reboot(sys::RB_POWER_OFF);

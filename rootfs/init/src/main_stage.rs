@@ -202,12 +202,23 @@ fn version(c: &cmdline::Cmdline) -> String {
 pub fn run() -> Result<()> {
     // Queue the shutdown signals and SIGCHLD for the main loop (children get a clean mask).
     sys::block_signals(&SIGNALS).ctx(|| "sigprocmask(SIG_BLOCK)")?;
+    crate::watchdog::adopt();
     mount_api()?;
     ensure_console();
     if let Err(e) = sys::disable_cad() {
         warn!("reboot(RB_DISABLE_CAD): {e}");
     }
     let c = cmdline::read()?;
+    // From here to ready the watchdog is petted on the side, up to the ready-deadline.
+    let policy = health::policy("/");
+    {
+        let (slot, v, deadline) = (c.slot, version(&c), policy.ready_deadline);
+        crate::watchdog::until_ready(policy, move || {
+            if let Some(slot) = slot {
+                health::deadline_passed(slot, &v, deadline);
+            }
+        });
+    }
     let mounts = mountinfo()?;
     say!("{}", root_line(&mounts));
     say!("{}", state_line(&mounts));
@@ -286,12 +297,29 @@ pub fn run() -> Result<()> {
 
     let problems = units.not_up();
     match (c.state, c.slot) {
-        (Some(state), Some(slot)) => {
-            health::boot_outcome(state, slot, &version(&c), &problems, &mut sup);
+        (Some(_), Some(slot)) => {
+            health::boot_outcome(slot, &version(&c), &problems, &mut sup);
             health::report_rollback(slot);
         }
         _ => warn!("berth.state or berth.slot missing from the kernel command line; not blessing"),
     }
+    crate::watchdog::ready();
+    if let Some(slot) = c.slot {
+        health::reached_ready(slot);
+    }
+    let good_at = sys::uptime() + Duration::from_secs(policy.stable_after.into());
+    let mut good = false;
+    // The update policy in effect (the image's, the config's over it), for berthctl and for
+    // the automatic channel checks.
+    let mut updates = crate::channel::policy();
+    if let Some(o) = config.as_ref().and_then(|c| c.update.as_ref()) {
+        o.apply(&mut updates);
+    }
+    let _ = fs::write(paths::UPDATE_POLICY_RUN, updates.text());
+    let every = Duration::from_secs(updates.check_interval.into());
+    let mut next_check =
+        (updates.channel.is_some() && !every.is_zero()).then(|| sys::uptime() + every);
+    let (mut announced, mut checking) = (false, None);
     say!(
         "ready slot={} version={}",
         c.slot.map_or("unknown", |s| s.as_str()),
@@ -312,9 +340,62 @@ pub fn run() -> Result<()> {
             Some(sys::SIGTERM | sys::SIGINT) => shutdown(Halt::Reboot, &mut sup),
             _ => {}
         }
+        crate::watchdog::pet();
+        if next_check.is_some_and(|t| sys::uptime() >= t) {
+            next_check = Some(sys::uptime() + every);
+            if checking.is_none_or(|pid| sys::kill(pid, 0).is_err()) {
+                checking = check_channel();
+            }
+        }
+        if let Ok(v) = fs::read_to_string(paths::UPDATE_PENDING) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if updates.reboot.allows(now) {
+                say!(
+                    "rebooting into the applied update {} (reboot policy {})",
+                    v.trim(),
+                    updates.reboot.text()
+                );
+                shutdown(Halt::Reboot, &mut sup);
+            } else if !announced {
+                announced = true;
+                say!(
+                    "update {} applied; it reboots in the window {}",
+                    v.trim(),
+                    updates.reboot.text()
+                );
+            }
+        }
+        if !good && sys::uptime() >= good_at {
+            good = true;
+            health::boot_was_good();
+            say!("boot counted good: ready for {} s", policy.stable_after);
+        }
         sup.reap();
         sup.tick();
         units.poll(&mut sup);
+    }
+}
+
+/// One automatic channel check: `berthctl update check --apply` as a child (reaped with the
+/// others), its lines on the console; returns its PID (the caller starts no second one while
+/// it runs, and none once an update is pending).
+fn check_channel() -> Option<i32> {
+    use std::os::unix::process::CommandExt;
+    if fs::metadata(paths::UPDATE_PENDING).is_ok() {
+        return None;
+    }
+    match std::process::Command::new("/proc/self/exe")
+        .arg0("berthctl")
+        .args(["update", "check", "--apply"])
+        .spawn()
+    {
+        Ok(c) => Some(c.id() as i32),
+        Err(e) => {
+            warn!("starting the update check: {e}");
+            None
+        }
     }
 }
 

@@ -13,6 +13,8 @@ const TERM_GRACE: Duration = Duration::from_secs(2);
 
 pub fn shutdown(how: Halt, sup: &mut Supervisor) -> ! {
     say!("stopping ({})", how.name());
+    crate::watchdog::disarm();
+    crate::health::boot_was_good();
     sup.stop_all(SERVICE_STOP);
     // Everything else (shims, containers, orphans): TERM, a grace period, then KILL.
     let _ = sys::kill(-1, sys::SIGTERM);

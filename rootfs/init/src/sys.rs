@@ -85,6 +85,55 @@ pub fn ioctl_u64(fd: RawFd, req: libc::c_ulong, val: u64) -> io::Result<()> {
     check(unsafe { libc::ioctl(fd, req, &val as *const u64) }).map(drop)
 }
 
+/// WDIOC_SETTIMEOUT (`_IOWR('W', 6, int)`): sets a watchdog's timeout in seconds; returns the
+/// timeout the driver chose.
+pub fn watchdog_set_timeout(fd: RawFd, seconds: i32) -> io::Result<i32> {
+    const WDIOC_SETTIMEOUT: libc::c_ulong = 0xC004_5706;
+    let mut t: libc::c_int = seconds;
+    // SAFETY: the kernel reads and writes one int in a valid, live c_int.
+    check(unsafe { libc::ioctl(fd, WDIOC_SETTIMEOUT, &mut t as *mut libc::c_int) })?;
+    Ok(t)
+}
+
+/// write(2) of a few bytes to a raw descriptor (the watchdog, which std does not own).
+pub fn write_fd(fd: RawFd, bytes: &[u8]) -> io::Result<()> {
+    // SAFETY: the kernel reads bytes.len() bytes from a valid, live slice.
+    check(unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) as libc::c_int }).map(drop)
+}
+
+/// close(2) of a raw descriptor.
+pub fn close_fd(fd: RawFd) {
+    // SAFETY: plain integer argument; the caller gives up the descriptor.
+    unsafe { libc::close(fd) };
+}
+
+/// CLOCK_BOOTTIME: time since the kernel started, suspend included.
+pub fn uptime() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: the kernel writes one timespec into a valid, live struct.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+/// Sets or clears FD_CLOEXEC on `fd`.
+pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: plain integer arguments.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    let flags = if on {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, flags) }).map(drop)
+}
+
 /// BLKFLSBUF: drop the kernel's buffers of a block device (so a read-back reads the device).
 pub fn flush_buffers(fd: RawFd) -> io::Result<()> {
     const BLKFLSBUF: libc::c_ulong = 0x1261;

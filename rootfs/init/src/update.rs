@@ -25,7 +25,6 @@ use std::os::unix::fs::FileExt;
 
 use berth_contract::bundle::{self, Header, Kind, Source};
 use berth_contract::cmdline::{BootArgs, Cmdline};
-use berth_contract::dps::ESP_TYPE;
 use berth_contract::entry::{BootEntry, EntryName};
 use berth_contract::layout::{root_index, verity_index};
 use berth_contract::{paths, roothash_partuuids, Slot};
@@ -33,9 +32,6 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::{fail, gpt, sys, Ctx, Result};
-
-/// Where the ESP is mounted while an update writes to it.
-const ESP_MNT: &str = "/tmp/berth-update-esp";
 
 /// The image's files as PID 1 sees them (the same path on the host; the host's root from the
 /// admin container).
@@ -122,7 +118,7 @@ fn parse_key(text: &str) -> Option<[u8; 32]> {
     Some(k)
 }
 
-fn os_release_field(key: &str) -> Option<String> {
+pub fn os_release_field(key: &str) -> Option<String> {
     fs::read_to_string(host("/etc/os-release"))
         .ok()?
         .lines()
@@ -181,6 +177,9 @@ fn write_partition(
         out.write_all_at(&buf[..n], off)
             .ctx(|| format!("writing {dev} at {off}"))?;
         progress.add(n as u64);
+        if kind == Kind::Root && i + 1 == p.chunks.len() / 2 {
+            step("mid-payload");
+        }
     }
     out.sync_all().ctx(|| format!("fsync {dev}"))?;
     // Read back what the device holds, not what the page cache does.
@@ -243,6 +242,29 @@ fn write_esp_file(
     Ok(())
 }
 
+/// The named steps of an apply, in order: `start` (checked, nothing written yet),
+/// `mid-payload` (half the root written), `after-verity` (root and verity written, partition
+/// UUIDs set), `after-kernel`, `before-entry` (everything but the entry), `after-entry` (the
+/// entry renamed into place, its directory not yet synced).
+pub const STEPS: [&str; 6] = [
+    "start",
+    "mid-payload",
+    "after-verity",
+    "after-kernel",
+    "before-entry",
+    "after-entry",
+];
+
+/// Fault injection for the power-cut tests: with `BERTH_UPDATE_PAUSE_AT=<step>` the apply
+/// says so and stops at that step (for an hour), so a test can cut the power exactly there.
+/// Nothing is synced on the way in: the cut finds what the real apply would have left.
+fn step(name: &str) {
+    if std::env::var("BERTH_UPDATE_PAUSE_AT").as_deref() == Ok(name) {
+        eprintln!("berthctl: update: paused at {name}");
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
 fn sync_dir(dir: &str) -> Result<()> {
     let d = File::open(dir).ctx(|| format!("opening {dir}"))?;
     d.sync_all().ctx(|| format!("fsync {dir}"))?;
@@ -271,8 +293,20 @@ impl Progress {
 
 /// `berthctl update apply SOURCE [--allow-downgrade]`; returns the version written.
 pub fn apply(source: &str, allow_downgrade: bool) -> Result<(Slot, String)> {
+    if let Ok(s) = std::env::var("BERTH_UPDATE_PAUSE_AT") {
+        if !STEPS.contains(&s.as_str()) {
+            fail!(
+                "BERTH_UPDATE_PAUSE_AT={s:?} is not a step of an apply (valid: {})",
+                STEPS.join(", ")
+            );
+        }
+    }
     let mut input: Box<dyn Read> = if source == "-" {
         Box::new(std::io::stdin().lock())
+    } else if source.starts_with("http://") {
+        Box::new(crate::http::get(source)?)
+    } else if source.starts_with("https://") {
+        fail!("{source}: berthctl fetches plain http:// (bundles carry their own signature); or pipe it: curl -fsS URL | berthctl update apply -");
     } else {
         Box::new(File::open(source).ctx(|| format!("opening {source}"))?)
     };
@@ -303,6 +337,8 @@ pub fn apply(source: &str, allow_downgrade: bool) -> Result<(Slot, String)> {
             std::env::consts::ARCH
         );
     }
+    let downgrade =
+        bundle::version_cmp(&h.version, &running_version) != std::cmp::Ordering::Greater;
     match bundle::version_cmp(&h.version, &running_version) {
         std::cmp::Ordering::Greater => {}
         _ if allow_downgrade => {}
@@ -326,17 +362,11 @@ pub fn apply(source: &str, allow_downgrade: bool) -> Result<(Slot, String)> {
             .map(|d| format!("/dev/{d}"))
             .ok_or_else(|| crate::Error(format!("partition {index} of {disk} has no device node")))
     };
-    let Some(esp) = gpt::find_type(&found.disk, ESP_TYPE) else {
-        fail!("no ESP (type {ESP_TYPE}) on {disk}");
-    };
 
+    step("start");
     // Step 2: the target slot stops being bootable before anything of it changes.
-    let _lock = crate::esp::lock()?;
-    fs::create_dir_all(ESP_MNT).ctx(|| format!("mkdir -p {ESP_MNT}"))?;
-    let flags = sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
-    crate::initrd::mount(&format!("/dev/{}", esp.dev), ESP_MNT, "vfat", flags, "")?;
-    let result = (|| -> Result<()> {
-        let entries = format!("{ESP_MNT}{}", paths::ENTRIES_DIR);
+    crate::esp::with_esp(false, |esp_mnt| -> Result<()> {
+        let entries = format!("{esp_mnt}{}", paths::ENTRIES_DIR);
         for e in fs::read_dir(&entries)
             .ctx(|| format!("listing {entries}"))?
             .flatten()
@@ -384,23 +414,25 @@ pub fn apply(source: &str, allow_downgrade: bool) -> Result<(Slot, String)> {
         let mut table = gpt::read(&disk)?;
         table.set_slot_guids(target, root_guid, verity_guid)?;
         gpt::write(&disk, &table, None)?;
+        step("after-verity");
 
         // Step 5.
         write_esp_file(
             r,
             &h,
             Kind::Kernel,
-            &format!("{ESP_MNT}{}", paths::slot_kernel(target)),
+            &format!("{esp_mnt}{}", paths::slot_kernel(target)),
             &mut progress,
         )?;
+        step("after-kernel");
         write_esp_file(
             r,
             &h,
             Kind::Initrd,
-            &format!("{ESP_MNT}{}", paths::slot_initrd(target)),
+            &format!("{esp_mnt}{}", paths::slot_initrd(target)),
             &mut progress,
         )?;
-        sync_dir(&format!("{ESP_MNT}/berth/{target}"))?;
+        sync_dir(&format!("{esp_mnt}/berth/{target}"))?;
         let mut rest = [0u8; 1];
         if r.read(&mut rest).ctx(|| "reading the bundle's end")? != 0 {
             fail!("the bundle has bytes after its last chunk; not activating it");
@@ -418,23 +450,40 @@ pub fn apply(source: &str, allow_downgrade: bool) -> Result<(Slot, String)> {
             extra: berth_contract::cmdline::extra_words(&h.cmdline),
         };
         args.validate()?;
+        step("before-entry");
         let name = EntryName::new(target, h.tries);
-        let path = format!("{ESP_MNT}{}", paths::entry(&name));
-        let tmp = format!("{ESP_MNT}{}/.{}.new", paths::ENTRIES_DIR, name.file_name());
+        let path = format!("{esp_mnt}{}", paths::entry(&name));
+        let tmp = format!("{esp_mnt}{}/.{}.new", paths::ENTRIES_DIR, name.file_name());
         let mut f = File::create(&tmp).ctx(|| format!("creating {tmp}"))?;
         f.write_all(BootEntry { args }.text().as_bytes())
             .ctx(|| format!("writing {tmp}"))?;
         f.sync_all().ctx(|| format!("fsync {tmp}"))?;
         fs::rename(&tmp, &path).ctx(|| format!("renaming {tmp} to {path}"))?;
+        step("after-entry");
         sync_dir(&entries)?;
+        // A downgrade (or the same version again): systemd-boot would keep choosing the
+        // running slot's newer entry, so it is marked used up (`+0-N`), which sorts after the
+        // new entry. Should the new slot fail its tries, both are used up and the newer
+        // version boots again. A cut before this rename leaves the running slot first.
+        if downgrade {
+            crate::esp::use_up(&entries, slot)?;
+            sync_dir(&entries)?;
+        }
         Ok(())
-    })();
-    sys::sync();
-    let u = sys::umount(ESP_MNT, 0).ctx(|| format!("umount {ESP_MNT}"));
-    result?;
-    u?;
+    })?;
+    // For `berthctl status`: the last update written (on /var, which both slots share).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let _ = fs::write(
+        host(LAST_UPDATE),
+        format!("{}\n{target}\n{now}\n", h.version),
+    );
     Ok((target, h.version))
 }
+
+/// The last update applied: version, slot and time (Unix seconds), one per line.
+pub const LAST_UPDATE: &str = "/var/lib/berth/health/last-update";
 
 #[cfg(test)]
 mod tests {
