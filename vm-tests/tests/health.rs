@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use berth::run::qemu::{Boot, VmConfig};
 use berth_vm_tests::{
-    build_profile, free_port, ssh, ssh_key, ssh_with_input, test_image, Guest, READY_DIRECT,
+    build_profile_delta, free_port, ssh, ssh_key, ssh_with_input, test_image, Guest, READY_DIRECT,
     READY_UEFI, SHUTDOWN,
 };
 
@@ -27,7 +27,8 @@ fn config_with_key(dir: &std::path::Path, public: &str) -> std::path::PathBuf {
 #[test]
 fn a_new_slot_that_hangs_is_rebooted_by_the_watchdog_and_rolled_back() {
     let v1 = test_image();
-    let hang = build_profile("vm-test-hang.toml", Some(vec![])).unwrap();
+    let hang =
+        build_profile_delta("vm-test-hang.toml", Some(vec![]), Some(v1.dir.clone())).unwrap();
     let work = tempfile::tempdir().unwrap();
     let key = ssh_key(work.path()).unwrap();
     let port = free_port().unwrap();
@@ -53,7 +54,7 @@ fn a_new_slot_that_hangs_is_rebooted_by_the_watchdog_and_rolled_back() {
         "admin",
         &key,
         "berthctl update apply - --reboot",
-        &hang.dir.join("update.bundle"),
+        &hang.dir.join("update-delta.bundle"),
         Duration::from_secs(900),
     )
     .unwrap();
@@ -207,5 +208,102 @@ fn a_blessed_slot_that_keeps_failing_stops_instead_of_looping() {
         "berthctl poweroff",
         Duration::from_secs(60),
     );
+    g.wait_exit(SHUTDOWN).unwrap();
+}
+
+/// The state partition damaged (its ext4 superblock zeroed), missing (its GPT entry deleted)
+/// or full: every boot still reaches ready. The first two come up degraded (/var on a tmpfs,
+/// not blessed, `berthctl status` says so); a full /var releases berth's reserve for its own
+/// records and boots normally.
+#[test]
+fn a_broken_missing_or_full_state_partition_still_boots() {
+    let img = test_image();
+    let work = tempfile::tempdir().unwrap();
+    let key = ssh_key(work.path()).unwrap();
+    let port = free_port().unwrap();
+    let config = config_with_key(work.path(), &key.public);
+    let state = img.manifest.partition("state").unwrap();
+    let t = Duration::from_secs(120);
+    let boot = |name: &str, disk: &std::path::Path| {
+        let mut cfg = VmConfig::new(disk).unwrap();
+        cfg.boot = img.direct("").unwrap();
+        cfg.persist = true;
+        cfg.forwards = vec![(port, 22)];
+        cfg.machine_config = Some(config.clone());
+        Guest::start(name, cfg).unwrap()
+    };
+    let degraded_boot = |name: &str, disk: &std::path::Path, want: &str| {
+        let mut g = boot(name, disk);
+        let line = g
+            .wait_for("berth: DEGRADED: state partition unusable:", READY_DIRECT)
+            .unwrap();
+        assert!(
+            line.contains(want) && line.contains("/var is a tmpfs"),
+            "{line}"
+        );
+        g.wait_for("berth: ready slot=a", READY_DIRECT).unwrap();
+        let (code, status) = ssh(port, "admin", &key, "berthctl status", t).unwrap();
+        assert_eq!(code, 0, "{status}");
+        assert!(
+            status.contains("DEGRADED: state partition unusable"),
+            "{status}"
+        );
+        let (_, js) = ssh(port, "admin", &key, "berthctl status --json", t).unwrap();
+        assert!(
+            js.contains("\"degraded\": \"") && js.contains("\"blessed\": false"),
+            "{js}"
+        );
+        assert!(!g.console().contains("berth: blessed"));
+        let _ = ssh(port, "admin", &key, "berthctl poweroff", t);
+        g.wait_exit(SHUTDOWN).unwrap();
+    };
+
+    // Damaged: the primary superblock zeroed.
+    let disk = img.disk_copy(work.path()).unwrap();
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        f.seek(SeekFrom::Start(state.offset)).unwrap();
+        f.write_all(&[0u8; 8192]).unwrap();
+    }
+    degraded_boot("state-damaged", &disk, "mount -t ext4");
+    fs::remove_file(&disk).unwrap();
+
+    // Missing: its partition entry deleted.
+    let disk = img.disk_copy(work.path()).unwrap();
+    let out = std::process::Command::new("sgdisk")
+        .args(["-d", "6"])
+        .arg(&disk)
+        .output()
+        .expect("sgdisk (Debian gdisk)");
+    assert!(out.status.success(), "{out:?}");
+    degraded_boot("state-missing", &disk, "not found");
+    fs::remove_file(&disk).unwrap();
+
+    // Full: a container-side writer fills /var; the next boot still comes up, not degraded.
+    let disk = img.disk_copy(work.path()).unwrap();
+    let mut g = boot("state-fill", &disk);
+    g.wait_for("berth: ready slot=a", READY_DIRECT).unwrap();
+    let (_, out) = ssh(
+        port,
+        "admin",
+        &key,
+        "dd if=/dev/zero of=/proc/1/root/var/fill bs=1048576 2>&1; df /proc/1/root/var",
+        Duration::from_secs(300),
+    )
+    .unwrap();
+    assert!(out.contains("No space left"), "{out}");
+    let _ = ssh(port, "admin", &key, "berthctl poweroff", t);
+    g.wait_exit(SHUTDOWN).unwrap();
+    drop(g);
+    let mut g = boot("state-full", &disk);
+    g.wait_for(
+        "the state partition is full: released berth's 8 MiB reserve",
+        READY_DIRECT,
+    )
+    .unwrap();
+    g.wait_for("berth: ready slot=a", READY_DIRECT).unwrap();
+    assert!(!g.console().contains("DEGRADED"), "{}", g.console());
+    let _ = ssh(port, "admin", &key, "berthctl poweroff", t);
     g.wait_exit(SHUTDOWN).unwrap();
 }

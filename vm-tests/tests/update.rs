@@ -165,14 +165,14 @@ fn update_a_to_b_over_ssh_then_reboot_into_b() {
         "kept across the update\n"
     );
 
-    // The second update, B to A: the full bundle of 0.5.0.
-    let v3 = build_profile("vm-test-v3.toml", Some(vec![])).unwrap();
+    // The second update, B to A: 0.5.0's delta from 0.2.0.
+    let v3 = build_profile_delta("vm-test-v3.toml", Some(vec![]), Some(v2.dir.clone())).unwrap();
     let (code, out) = ssh_with_input(
         port,
         "admin",
         &key,
         "berthctl update apply - --reboot",
-        &v3.dir.join("update.bundle"),
+        &v3.dir.join("update-delta.bundle"),
         Duration::from_secs(1200),
     )
     .unwrap();

@@ -137,6 +137,7 @@ fn status(args: &[String]) -> i32 {
         })
         .max_by_key(|r| r.0);
     let q = berth_contract::json::quote;
+    let degraded = crate::health::degraded();
     if json {
         let mut slots = Vec::new();
         for s in berth_contract::Slot::ALL {
@@ -179,10 +180,11 @@ fn status(args: &[String]) -> i32 {
             None => "null".into(),
         };
         println!(
-            "{{\"booted\": {{\"slot\": {}, \"version\": {}, \"blessed\": {}}}, \"slots\": [{}], \"last-update\": {update}, \"last-rollback\": {rb}}}",
+            "{{\"booted\": {{\"slot\": {}, \"version\": {}, \"blessed\": {}}}, \"degraded\": {}, \"slots\": [{}], \"last-update\": {update}, \"last-rollback\": {rb}}}",
             c.slot.map_or("null".to_string(), |s| format!("\"{s}\"")),
             c.version.as_deref().map_or("null".to_string(), q),
             state != "not-yet",
+            degraded.as_deref().map_or("null".to_string(), q),
             slots.join(", ")
         );
         return 0;
@@ -193,6 +195,9 @@ fn status(args: &[String]) -> i32 {
         c.version.as_deref().unwrap_or("unknown"),
         if state == "not-yet" { "no" } else { "yes" }
     );
+    if let Some(why) = &degraded {
+        println!("DEGRADED: state partition unusable ({why}); /var is a tmpfs and nothing there persists");
+    }
     for s in berth_contract::Slot::ALL {
         let i = (0..list.len()).find(|i| list[*i].0.slot == s);
         let desc = match i {

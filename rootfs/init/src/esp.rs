@@ -55,10 +55,11 @@ pub fn bless(slot: Slot) -> Result<Option<(String, String)>> {
 /// Mounts the ESP (under the lock) at a private mount point, runs `f` on it, unmounts.
 pub fn with_esp<T>(readonly: bool, f: impl FnOnce(&str) -> Result<T>) -> Result<T> {
     let c = crate::cmdline::read()?;
-    let Some(state) = c.state else {
-        crate::fail!("/proc/cmdline has no berth.state");
+    // The disk the running root is on (the state partition may be missing: a degraded boot).
+    let Some(root) = c.root else {
+        crate::fail!("/proc/cmdline has no berth.root");
     };
-    let disk = gpt::wait_for(&[state], Duration::from_secs(2))?
+    let disk = gpt::wait_for(&[root], Duration::from_secs(2))?
         .remove(0)
         .disk;
     let Some(esp) = gpt::find_type(&disk, ESP_TYPE) else {

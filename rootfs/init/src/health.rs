@@ -20,6 +20,16 @@ use crate::{esp, say, warn, Ctx, Result};
 
 const DIR: &str = HEALTH_DIR;
 
+/// Present (holding the reason) when the boot runs degraded: the state partition could not be
+/// used and /var is a tmpfs. Such a boot is not blessed and counts no failed boots.
+pub const DEGRADED: &str = "/run/berth/degraded";
+
+pub fn degraded() -> Option<String> {
+    fs::read_to_string(DEGRADED)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
 fn record(slot: Slot) -> String {
     format!("{DIR}/slot-{slot}")
 }

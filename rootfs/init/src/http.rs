@@ -56,11 +56,12 @@ pub fn get(url: &str) -> Result<Body> {
     s.set_write_timeout(Some(READ))
         .ctx(|| "setting a write timeout")?;
     let mut w = s.try_clone().ctx(|| "cloning the socket")?;
-    write!(
-        w,
+    // One write: a server may answer and close as soon as it has the request line.
+    let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: berthctl\r\nConnection: close\r\n\r\n"
-    )
-    .ctx(|| format!("sending the request for {url}"))?;
+    );
+    w.write_all(req.as_bytes())
+        .ctx(|| format!("sending the request for {url}"))?;
     let mut r = BufReader::with_capacity(1 << 20, s);
     let mut line = String::new();
     r.read_line(&mut line)
@@ -151,8 +152,13 @@ mod tests {
                 "HTTP/1.0 404 Not Found\r\n\r\n",
             ] {
                 let (mut c, _) = l.accept().unwrap();
-                let mut req = [0u8; 1024];
-                let _ = c.read(&mut req).unwrap();
+                let (mut req, mut buf) = (Vec::new(), [0u8; 1024]);
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = c.read(&mut buf).unwrap();
+                    assert!(n > 0, "the request ended early");
+                    req.extend_from_slice(&buf[..n]);
+                }
+                assert!(req.starts_with(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:"));
                 c.write_all(reply.as_bytes()).unwrap();
             }
         });

@@ -35,9 +35,11 @@ pub fn run() -> Result<()> {
     let n = load_modules(MODULE_LIST)?;
     say!("initrd: modules loaded n={n}");
 
-    let parts = gpt::wait_for(&[keys.root, keys.verity, keys.state], DEVICE_WAIT)?;
-    let (root, hash, state) = (&parts[0], &parts[1], &parts[2]);
+    let parts = gpt::wait_for(&[keys.root, keys.verity], DEVICE_WAIT)?;
+    let (root, hash) = (&parts[0], &parts[1]);
     let (root_dev, hash_dev) = (format!("/dev/{}", root.dev), format!("/dev/{}", hash.dev));
+    // The root's partitions appeared; the state partition is on the same disk by then.
+    let state = gpt::wait_for(&[keys.state], Duration::from_secs(1)).map(|mut v| v.remove(0));
 
     let mut sb = vec![0u8; 4096];
     File::open(&hash_dev)
@@ -65,8 +67,52 @@ pub fn run() -> Result<()> {
     say!("initrd: verity root={ROOT_DEV} roothash={}", keys.roothash);
     mount(ROOT_DEV, "/sysroot", "ext4", sys::MS_RDONLY, "")?;
 
-    // First boot on a bigger disk: grow the state partition before it is mounted. Only the
-    // berth layout's state partition, and only when it is the last one.
+    // The state partition: a missing, unreadable or unmountable one must not stop the boot
+    // (every boot would fail the same way): the machine comes up degraded, /var on a tmpfs.
+    let degraded = match state.and_then(|st| mount_state(&st)) {
+        Ok(()) => None,
+        Err(e) => {
+            let why = e.0;
+            say!("DEGRADED: state partition unusable: {why}; /var is a tmpfs (nothing written there persists), the boot is not blessed, the failed-boot count is not kept");
+            let _ = sys::umount("/sysroot/var", sys::MNT_DETACH);
+            mount(
+                "tmpfs",
+                "/sysroot/var",
+                "tmpfs",
+                sys::MS_NOSUID | sys::MS_NODEV,
+                "mode=0755",
+            )?;
+            prepare_state("/sysroot/var")?;
+            Some(why)
+        }
+    };
+    if let Some(why) = &degraded {
+        let _ = fs::create_dir_all("/run/berth");
+        let _ = fs::write(crate::health::DEGRADED, format!("{why}\n"));
+    }
+    // The image's health policy: a slot that keeps failing is not booted again as is, and a
+    // hung boot is rebooted by the watchdog. A problem reading the ESP here must not make a
+    // boot fail that would otherwise work: it is a warning.
+    let policy = crate::health::policy(SYSROOT);
+    if degraded.is_none() {
+        if let Err(e) = crate::health::initrd_check(SYSROOT, keys.slot, &keys.version, &policy) {
+            warn!("checking slot {}'s failed boots: {e}", keys.slot);
+        }
+    }
+    crate::watchdog::arm(&policy)?;
+    mount(
+        "overlay",
+        "/sysroot/etc",
+        "overlay",
+        0,
+        "lowerdir=/sysroot/etc,upperdir=/sysroot/var/lib/berth/etc/upper,workdir=/sysroot/var/lib/berth/etc/work",
+    )?;
+    switch_root(SYSROOT, INIT)
+}
+
+/// Grows (first boot on a bigger disk), mounts and prepares the state partition at
+/// /sysroot/var. Errors say which device and what failed.
+fn mount_state(state: &gpt::Found) -> Result<()> {
     let disk = format!("/dev/{}", state.disk);
     let mut table = state.table.clone();
     let grown = match state.entry.index {
@@ -74,7 +120,7 @@ pub fn run() -> Result<()> {
         _ => None,
     };
     if grown.is_some() {
-        let entry = table.find(keys.state).cloned();
+        let entry = table.find(state.entry.guid).cloned();
         gpt::write(&disk, &table, entry.as_ref())?;
     }
     let state_dev = format!("/dev/{}", state.dev);
@@ -88,23 +134,7 @@ pub fn run() -> Result<()> {
         resize_ext4("/sysroot/var", new)?;
         say!("initrd: state grown from {old} to {new}");
     }
-    prepare_state("/sysroot/var")?;
-    // The image's health policy: a slot that keeps failing is not booted again as is, and a
-    // hung boot is rebooted by the watchdog. A problem reading the ESP here must not make a
-    // boot fail that would otherwise work: it is a warning.
-    let policy = crate::health::policy(SYSROOT);
-    if let Err(e) = crate::health::initrd_check(SYSROOT, keys.slot, &keys.version, &policy) {
-        warn!("checking slot {}'s failed boots: {e}", keys.slot);
-    }
-    crate::watchdog::arm(&policy)?;
-    mount(
-        "overlay",
-        "/sysroot/etc",
-        "overlay",
-        0,
-        "lowerdir=/sysroot/etc,upperdir=/sysroot/var/lib/berth/etc/upper,workdir=/sysroot/var/lib/berth/etc/work",
-    )?;
-    switch_root(SYSROOT, INIT)
+    prepare_state("/sysroot/var").ctx(|| format!("preparing {state_dev}"))
 }
 
 pub fn mount(
@@ -203,6 +233,12 @@ fn resize_ext4(mnt: &str, bytes: u64) -> Result<()> {
         .ctx(|| format!("EXT4_IOC_RESIZE_FS {mnt} to {blocks} blocks of {bs} bytes"))
 }
 
+/// Space kept free on /var for berth's own records (boot count, health, the /etc overlay):
+/// containers run as root, so ext4's reserved blocks do not protect it. Released when a
+/// record cannot be written for want of space, made again once there is room.
+const RESERVE: &str = "lib/berth/reserve";
+const RESERVE_BYTES: usize = 8 << 20;
+
 /// The state partition's skeleton and boot counter (the main stage prints it).
 fn prepare_state(var: &str) -> Result<()> {
     for d in [
@@ -219,12 +255,30 @@ fn prepare_state(var: &str) -> Result<()> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
-    let tmp = format!("{p}.tmp");
-    fs::write(&tmp, format!("{}\n", n + 1)).ctx(|| format!("writing {tmp}"))?;
-    File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .ctx(|| format!("fsync {tmp}"))?;
-    fs::rename(&tmp, &p).ctx(|| format!("renaming {tmp} to {p}"))
+    let reserve = format!("{var}/{RESERVE}");
+    let write = || -> std::io::Result<()> {
+        let tmp = format!("{p}.tmp");
+        fs::write(&tmp, format!("{}\n", n + 1))?;
+        File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, &p)
+    };
+    match write() {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+            let _ = fs::remove_file(&reserve);
+            warn!("the state partition is full: released berth's {} MiB reserve for its own records; free space on /var", RESERVE_BYTES >> 20);
+            write().ctx(|| format!("writing {p}"))?;
+        }
+        r => r.ctx(|| format!("writing {p}"))?,
+    }
+    if fs::metadata(&reserve).is_err() {
+        let made = File::create(&reserve).and_then(|mut f| {
+            std::io::Write::write_all(&mut f, &vec![0u8; RESERVE_BYTES]).and_then(|()| f.sync_all())
+        });
+        if made.is_err() {
+            let _ = fs::remove_file(&reserve);
+        }
+    }
+    Ok(())
 }
 
 /// switch_root without pivot_root (the initramfs root cannot be pivoted away): move the API

@@ -296,7 +296,12 @@ pub fn run() -> Result<()> {
     }
 
     let problems = units.not_up();
+    let degraded = health::degraded();
     match (c.state, c.slot) {
+        _ if degraded.is_some() => warn!(
+            "DEGRADED ({}): this boot is not blessed; repair the state partition and reboot",
+            degraded.as_deref().unwrap_or("")
+        ),
         (Some(_), Some(slot)) => {
             health::boot_outcome(slot, &version(&c), &problems, &mut sup);
             health::report_rollback(slot);
