@@ -24,6 +24,7 @@ pub mod artifacts;
 pub mod boot;
 pub mod build;
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod disk;
 pub mod fetch;

@@ -50,6 +50,13 @@ fn run(cli: Cli) -> Result<Option<i32>> {
         Command::Lock(a) => cli::lock::run(a, cache, &printer)?,
         Command::Keygen(a) => cli::bundle::keygen(a, &printer)?,
         Command::Bundle(c) => cli::bundle::run(c, &printer)?,
+        Command::Cluster(c) => {
+            let code = cli::cluster::run(c, &cache, &printer)?;
+            if code != 0 {
+                // `cluster ssh NODE CMD` exits with the command's status.
+                std::process::exit(code);
+            }
+        }
     }
     Ok(None)
 }

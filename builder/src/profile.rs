@@ -245,6 +245,22 @@ pub struct Admin {
     pub port: u16,
     /// Public keys baked into the image (the machine config adds its own).
     pub authorized_keys: Vec<String>,
+    /// Debian packages added to the container besides dropbear and busybox (e.g.
+    /// `etcd-client` for `etcdctl`), with their dependencies.
+    pub packages: Vec<String>,
+}
+
+impl Admin {
+    /// Every package the admin container is made of.
+    pub fn all_packages(&self) -> Vec<String> {
+        let mut v: Vec<String> = ADMIN_PACKAGES.iter().map(|s| s.to_string()).collect();
+        for p in &self.packages {
+            if !v.contains(p) {
+                v.push(p.clone());
+            }
+        }
+        v
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -428,6 +444,7 @@ struct RawAdmin {
     user: Option<String>,
     port: Option<u16>,
     authorized_keys: Option<Vec<String>>,
+    packages: Option<Vec<PackageName>>,
 }
 
 fn default_true() -> bool {
@@ -852,6 +869,7 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
                 user: a.user.or(base.user),
                 port: a.port.or(base.port),
                 authorized_keys: a.authorized_keys.or(base.authorized_keys),
+                packages: a.packages.or(base.packages),
             });
             admin_file = layer.path.clone();
         }
@@ -1192,6 +1210,12 @@ fn validate_admin(a: RawAdmin, file: &Path) -> Result<Admin> {
         user,
         port,
         authorized_keys: keys,
+        packages: a
+            .packages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.0)
+            .collect(),
     })
 }
 

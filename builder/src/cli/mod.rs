@@ -4,6 +4,7 @@
 pub mod build;
 pub mod bundle;
 pub mod clean;
+pub mod cluster;
 pub mod config;
 pub mod inspect;
 pub mod lock;
@@ -64,6 +65,8 @@ pub enum Command {
     Keygen(bundle::KeygenArgs),
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 impl Global {

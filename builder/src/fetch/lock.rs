@@ -75,11 +75,11 @@ fn root_requests(p: &Profile) -> Vec<(Role, String, String)> {
             }
         }
     }
-    if p.admin.is_some() {
-        for pkg in crate::profile::ADMIN_PACKAGES {
+    if let Some(a) = &p.admin {
+        for pkg in a.all_packages() {
             r.push((
                 Role::Image,
-                pkg.to_string(),
+                pkg,
                 "the admin container ([admin])".to_string(),
             ));
         }

@@ -176,7 +176,7 @@ pub fn image(
     root: &Manifest,
 ) -> Result<OciImage> {
     let sde = profile.image.source_date_epoch;
-    let names: Vec<String> = PACKAGES.iter().map(|s| s.to_string()).collect();
+    let names = a.all_packages();
     let mut m = image_rootfs("the admin container", &names, packages, sde)?;
     let p = |s: &str| ImagePath::new(s);
     for app in APPLETS {
@@ -319,6 +319,7 @@ mod tests {
             user: "vagrant".into(),
             port: 22,
             authorized_keys: vec![],
+            packages: vec![],
         };
         let s = service(&a, "localhost/berth/admin:1");
         let text = berth_contract::service::file_text(std::slice::from_ref(&s));

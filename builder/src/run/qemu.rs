@@ -130,6 +130,9 @@ pub struct VmConfig {
     pub user_net: Option<String>,
     pub accel: Accel,
     pub disk_bus: DiskBus,
+    /// A second NIC on a VDE switch (`vde_switch --sock DIR`), with this MAC: a cluster's
+    /// network, which touches no host interface.
+    pub vde: Option<(PathBuf, String)>,
 }
 
 /// How the disk is attached: virtio-blk (QEMU's and libvirt's usual), or a disk on a virtio-scsi
@@ -164,6 +167,7 @@ impl VmConfig {
             user_net: None,
             accel: detect_accel(),
             disk_bus: DiskBus::default(),
+            vde: None,
         })
     }
 }
@@ -342,6 +346,19 @@ pub fn command(cfg: &VmConfig, work: &Path) -> Result<Command> {
         c.arg("-smbios").arg(s);
     }
     c.args(["-netdev", &net, "-device", "virtio-net-pci,netdev=n0"]);
+    if let Some((sock, mac)) = &cfg.vde {
+        let ok = mac.len() == 17
+            && mac
+                .split(':')
+                .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
+        if !ok {
+            bail!("cluster NIC MAC {mac:?} is not six hex bytes separated by `:`");
+        }
+        c.arg("-netdev")
+            .arg(format!("vde,id=c0,sock={}", opt_path(sock)?));
+        c.arg("-device")
+            .arg(format!("virtio-net-pci,netdev=c0,mac={mac}"));
+    }
     c.args(["-device", "virtio-rng-pci"]);
     match (&cfg.console_file, &cfg.console_log) {
         (Some(f), _) => {

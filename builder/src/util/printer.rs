@@ -77,6 +77,10 @@ impl Printer {
         }
     }
 
+    pub fn is_json(&self) -> bool {
+        self.mode == Mode::Json
+    }
+
     pub fn json(&self, v: &serde_json::Value) {
         if self.mode == Mode::Json {
             stdout_line(&serde_json::to_string_pretty(v).unwrap_or_default());

@@ -1,0 +1,197 @@
+//! `berth cluster up|status|console|ssh|down|destroy`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+
+use berth::cluster::{self, Cluster};
+use berth::util::printer::Printer;
+
+/// Boot several machines of one image as a cluster in QEMU: a private network between them
+/// (a vde_switch on a unix socket; no host interface), SSH to each through 127.0.0.1, etcd
+/// (profiles/cluster.toml) formed from per-node machine configs. The cluster's state lives in
+/// a directory ($XDG_STATE_HOME/berth/clusters/NAME), so every verb works from any shell.
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    Up(UpArgs),
+    Status(NameArgs),
+    Console(NodeArgs),
+    Ssh(SshArgs),
+    Down(NameArgs),
+    Destroy(NameArgs),
+}
+
+/// Make and boot N nodes; returns when every node is ready (or says which one is stuck).
+#[derive(Args)]
+pub struct UpArgs {
+    /// Number of nodes.
+    #[arg(short = 'n', long = "nodes", default_value_t = 3)]
+    nodes: u32,
+    /// An image directory, or a profile (.toml: built first if needed).
+    #[arg(default_value = "profiles/cluster.toml")]
+    image: PathBuf,
+    /// The cluster's name (its nodes are NAME-1 … NAME-N).
+    #[arg(long, default_value = "berth")]
+    name: String,
+    /// Guest memory per node, MiB.
+    #[arg(long, default_value_t = cluster::DEFAULT_MEMORY_MIB)]
+    memory: u32,
+    /// CPUs per node (1 under TCG: more starve each other on a small host).
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+    /// The login user of the image's admin container.
+    #[arg(long, default_value = "admin")]
+    user: String,
+}
+
+#[derive(Args)]
+pub struct NameArgs {
+    /// The cluster [default: the only one, or `berth`].
+    #[arg(long)]
+    name: Option<String>,
+}
+
+/// Print a node's console log.
+#[derive(Args)]
+pub struct NodeArgs {
+    /// NAME-N or N.
+    node: String,
+    #[arg(long)]
+    name: Option<String>,
+}
+
+/// SSH into a node's admin container (a command, or a shell).
+#[derive(Args)]
+pub struct SshArgs {
+    /// NAME-N or N.
+    node: String,
+    /// The command and its arguments (none: an interactive shell).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+    #[arg(long)]
+    name: Option<String>,
+}
+
+fn load(name: Option<&str>) -> Result<Cluster> {
+    let root = cluster::clusters_dir();
+    Cluster::load(&cluster::locate(&root, name)?)
+}
+
+/// Returns the exit code (ssh's, for `ssh`).
+pub fn run(c: ClusterCommand, cache_dir: &Path, printer: &Printer) -> Result<i32> {
+    match c {
+        ClusterCommand::Up(a) => up(a, cache_dir, printer).map(|()| 0),
+        ClusterCommand::Status(a) => status(a, printer).map(|()| 0),
+        ClusterCommand::Console(a) => {
+            let c = load(a.name.as_deref())?;
+            let n = c.node(&a.node)?;
+            let text = std::fs::read(&n.console)?;
+            use std::io::Write;
+            std::io::stdout().write_all(&text)?;
+            Ok(0)
+        }
+        ClusterCommand::Ssh(a) => {
+            let c = load(a.name.as_deref())?;
+            let n = c.node(&a.node)?;
+            if !cluster::alive(n.pid, &c.dir) {
+                bail!("{} is not running (`berth cluster status`)", n.name);
+            }
+            let mut cmd = cluster::ssh_command(&c, n);
+            if !a.command.is_empty() {
+                cmd.arg("--").args(&a.command);
+            }
+            Ok(cmd.status()?.code().unwrap_or(255))
+        }
+        ClusterCommand::Down(a) => {
+            let mut c = load(a.name.as_deref())?;
+            cluster::down(&mut c, Duration::from_secs(120), &|m| printer.info(m))?;
+            printer.info(&format!("cluster {} is down", c.name));
+            Ok(0)
+        }
+        ClusterCommand::Destroy(a) => {
+            let mut c = load(a.name.as_deref())?;
+            cluster::down(&mut c, Duration::from_secs(120), &|m| printer.info(m))?;
+            std::fs::remove_dir_all(&c.dir)?;
+            printer.info(&format!(
+                "cluster {} destroyed ({} removed)",
+                c.name,
+                c.dir.display()
+            ));
+            Ok(0)
+        }
+    }
+}
+
+fn up(a: UpArgs, cache_dir: &Path, printer: &Printer) -> Result<()> {
+    cluster::check_name(&a.name)?;
+    cluster::check_size(a.nodes, a.memory)?;
+    let image_dir = if a.image.extension().is_some_and(|e| e == "toml") {
+        let r = berth::build::build(
+            &berth::build::BuildOptions {
+                profile: a.image.clone(),
+                out: None,
+                cache_dir: cache_dir.to_path_buf(),
+                init: None,
+                no_cache: false,
+                formats: None,
+                signing_key: None,
+                delta_from: None,
+            },
+            printer,
+        )?;
+        r.out_dir
+    } else {
+        a.image.clone()
+    };
+    let root = cluster::clusters_dir();
+    let c = cluster::create(
+        &root,
+        &cluster::UpOptions {
+            name: a.name.clone(),
+            nodes: a.nodes,
+            image_dir,
+            memory_mib: a.memory,
+            cpus: a.cpus,
+            ssh_user: a.user,
+        },
+    )?;
+    printer.info(&format!(
+        "cluster {}: {} node(s) booting ({}); waiting for ready",
+        c.name,
+        c.nodes.len(),
+        c.dir.display()
+    ));
+    let all: Vec<usize> = (0..c.nodes.len()).collect();
+    cluster::wait_ready(&c, &all, cluster::READY_TIMEOUT, &|m| printer.info(m))?;
+    printer.result(&c.dir.display().to_string());
+    printer.json(&serde_json::json!({"name": c.name, "dir": c.dir, "nodes": cluster::status(&c)}));
+    Ok(())
+}
+
+fn status(a: NameArgs, printer: &Printer) -> Result<()> {
+    let root = cluster::clusters_dir();
+    let dir = cluster::locate(&root, a.name.as_deref())?;
+    let c = Cluster::load(&dir)?;
+    let st = cluster::status(&c);
+    printer.json(&serde_json::json!({"name": c.name, "nodes": st}));
+    if !printer.is_json() {
+        println!(
+            "{:<14} {:<8} {:<12} {:<10} {:<5} SSH-PORT",
+            "NODE", "STATE", "ADDRESS", "VERSION", "SLOT"
+        );
+        for n in &st {
+            println!(
+                "{:<14} {:<8} {:<12} {:<10} {:<5} {}",
+                n.name,
+                n.state,
+                n.address,
+                n.version.as_deref().unwrap_or("-"),
+                n.slot.as_deref().unwrap_or("-"),
+                n.ssh_port
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,755 @@
+//! `berth cluster`: N machines of one image on one private network, in QEMU (DESIGN.md,
+//! "Clusters").
+//!
+//! A cluster is a directory (default `$XDG_STATE_HOME/berth/clusters/NAME`) holding
+//! `cluster.json` (what `up` made), the SSH key the nodes trust, the switch's socket, and per
+//! node a qcow2 overlay over the image's disk, its machine config, its console log, its QMP
+//! socket and its UEFI variables. The verbs read that directory, so they work from any shell.
+//!
+//! The network: a `vde_switch` (Debian `vde2`) on a unix socket in the directory, one NIC per
+//! node on it with a static address in 10.77.0.0/24; no host interface takes part. Each node
+//! also has QEMU's user-mode NIC with `restrict=on`, for the SSH port forwarded to 127.0.0.1.
+//! etcd (profiles/cluster.toml) gets its member name, peers and token from a file each node's
+//! machine config writes on first boot.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::run::qemu::{self, VmConfig};
+
+/// The cluster network: node `i` (1-based) is 10.77.0.(10 + i).
+pub const SUBNET: [u8; 3] = [10, 77, 0];
+pub const MAX_NODES: u32 = 32;
+/// Guest memory per node by default (MiB): etcd and containerd under TCG fit.
+pub const DEFAULT_MEMORY_MIB: u32 = 768;
+const STATE_FILE: &str = "cluster.json";
+/// Each node's disk is the image's plus this much, for its state partition (a qcow2 overlay:
+/// only what the node writes takes space).
+const EXTRA_DISK: u64 = 2 << 30;
+/// How long `up` waits for every node to reach ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(900);
+/// etcd's config file on each node, written by its machine config (profiles/cluster.toml reads it).
+pub const ETCD_CONFIG: &str = "/var/lib/etcd/etcd.conf.yml";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Node {
+    pub name: String,
+    pub index: u32,
+    pub address: String,
+    pub ssh_port: u16,
+    pub mac: String,
+    pub disk: PathBuf,
+    pub config: PathBuf,
+    pub console: PathBuf,
+    pub qmp: PathBuf,
+    /// QEMU's PID while it runs.
+    pub pid: Option<u32>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Cluster {
+    pub name: String,
+    pub dir: PathBuf,
+    /// The image directory the nodes were made from.
+    pub image: PathBuf,
+    pub base_disk: PathBuf,
+    pub ssh_user: String,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub switch_pid: Option<u32>,
+    pub nodes: Vec<Node>,
+}
+
+/// Where clusters live: `$XDG_STATE_HOME/berth/clusters` (default ~/.local/state/…).
+pub fn clusters_dir() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("berth/clusters")
+}
+
+/// A cluster name: like a host name label (it prefixes the nodes' host names).
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.ends_with('-');
+    if !ok {
+        bail!("cluster name {name:?}: use lower-case letters, digits and inner `-`, at most 40, starting with a letter");
+    }
+    Ok(())
+}
+
+/// The cluster `name`, or the only one there is (or `berth`) when `name` is `None`.
+pub fn locate(root: &Path, name: Option<&str>) -> Result<PathBuf> {
+    if let Some(n) = name {
+        check_name(n)?;
+        return Ok(root.join(n));
+    }
+    let mut found: Vec<String> = fs::read_dir(root)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join(STATE_FILE).is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    match found.len() {
+        1 => Ok(root.join(&found[0])),
+        0 => Ok(root.join("berth")),
+        _ => bail!(
+            "there are {} clusters ({}): name one with --name",
+            found.len(),
+            found.join(", ")
+        ),
+    }
+}
+
+impl Cluster {
+    pub fn load(dir: &Path) -> Result<Cluster> {
+        let p = dir.join(STATE_FILE);
+        let text = match fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "no cluster at {} (destroyed, or never made: `berth cluster up`)",
+                dir.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+        };
+        serde_json::from_str(&text).with_context(|| format!("reading {}", p.display()))
+    }
+
+    pub fn save(&self) -> Result<()> {
+        let p = self.dir.join(STATE_FILE);
+        let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));
+        fs::write(&tmp, serde_json::to_string_pretty(self)? + "\n")
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, &p).with_context(|| format!("renaming to {}", p.display()))
+    }
+
+    pub fn node(&self, which: &str) -> Result<&Node> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == which || n.index.to_string() == which)
+            .with_context(|| {
+                format!(
+                    "cluster {} has no node {which:?} (nodes: {})",
+                    self.name,
+                    self.nodes
+                        .iter()
+                        .map(|n| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+    }
+
+    pub fn key(&self) -> PathBuf {
+        self.dir.join("id_ed25519")
+    }
+
+    fn switch_sock(&self) -> PathBuf {
+        self.dir.join("switch")
+    }
+}
+
+/// Whether process `pid` runs and is the QEMU (or switch) we started (its command line
+/// names our directory), not a later process that reused the PID.
+pub fn alive(pid: Option<u32>, dir: &Path) -> bool {
+    let Some(pid) = pid else { return false };
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let c = String::from_utf8_lossy(&c);
+            c.contains(&*dir.to_string_lossy())
+        })
+        .unwrap_or(false)
+}
+
+/// The peers' etcd settings, as the file each node's config writes.
+pub fn etcd_config(cluster: &str, node: &Node, all: &[Node]) -> String {
+    let peers: Vec<String> = all
+        .iter()
+        .map(|n| format!("{}=http://{}:2380", n.name, n.address))
+        .collect();
+    let a = &node.address;
+    format!(
+        "name: {name}\ndata-dir: /var/lib/etcd/data\ninitial-cluster: {peers}\ninitial-cluster-token: {cluster}\ninitial-cluster-state: new\nlisten-peer-urls: http://{a}:2380\ninitial-advertise-peer-urls: http://{a}:2380\nlisten-client-urls: http://127.0.0.1:2379,http://{a}:2379\nadvertise-client-urls: http://{a}:2379\n",
+        name = node.name,
+        peers = peers.join(",")
+    )
+}
+
+/// A node's machine config: host name, the user NIC by DHCP and the cluster NIC static, the
+/// cluster's SSH key, etcd's settings.
+pub fn node_config(cluster: &str, node: &Node, all: &[Node], ssh_public: &str) -> String {
+    let q = berth_contract::json::quote;
+    format!(
+        "{{\"version\": 1, \"hostname\": {}, \"network\": [{{\"interface\": \"eth0\", \"dhcp\": true}}, {{\"interface\": \"eth1\", \"address\": \"{}/24\"}}], \"ssh-authorized-keys\": [{}], \"files\": [{{\"path\": \"{ETCD_CONFIG}\", \"content\": {}}}]}}\n",
+        q(&node.name),
+        node.address,
+        q(ssh_public.trim()),
+        q(&etcd_config(cluster, node, all))
+    )
+}
+
+pub struct UpOptions {
+    pub name: String,
+    pub nodes: u32,
+    pub image_dir: PathBuf,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub ssh_user: String,
+}
+
+/// MemAvailable from /proc/meminfo, in MiB.
+fn available_mib() -> Option<u64> {
+    let t = fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = t
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb / 1024)
+}
+
+/// Checks `-n` and the memory it needs before anything is made.
+pub fn check_size(nodes: u32, memory_mib: u32) -> Result<()> {
+    if nodes == 0 {
+        bail!("-n 0: a cluster has at least one node");
+    }
+    let need = u64::from(nodes) * u64::from(memory_mib);
+    if nodes > MAX_NODES {
+        bail!(
+            "-n {nodes}: at most {MAX_NODES} nodes (they would need {} MiB of memory, {memory_mib} MiB each)",
+            need
+        );
+    }
+    if let Some(avail) = available_mib() {
+        if need > avail {
+            bail!("-n {nodes} with --memory {memory_mib}: the nodes need {need} MiB, and this host has {avail} MiB available");
+        }
+    }
+    Ok(())
+}
+
+fn tool(name: &str, package: &str) -> Result<PathBuf> {
+    for dir in std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(["/usr/bin".into(), "/usr/sbin".into()])
+    {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("{name} is not installed (Debian package {package})")
+}
+
+/// Makes the cluster directory, the switch and the nodes, starts every node and returns the
+/// cluster (the caller waits for ready).
+pub fn create(root: &Path, o: &UpOptions) -> Result<Cluster> {
+    check_name(&o.name)?;
+    check_size(o.nodes, o.memory_mib)?;
+    crate::artifacts::BuildManifest::read(&o.image_dir)
+        .with_context(|| format!("{} is not a berth image directory", o.image_dir.display()))?;
+    let base = crate::run::resolve(&o.image_dir)?.disk;
+    let vde = tool("vde_switch", "vde2")?;
+    let qemu_img = tool("qemu-img", "qemu-utils")?;
+    let keygen = tool("ssh-keygen", "openssh-client")?;
+    let dir = root.join(&o.name);
+    if dir.exists() {
+        bail!(
+            "cluster {} exists ({}): `berth cluster destroy --name {}` first, or pick another --name",
+            o.name,
+            dir.display(),
+            o.name
+        );
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let made = (|| -> Result<Cluster> {
+        let mut c = Cluster {
+            name: o.name.clone(),
+            dir: dir.clone(),
+            image: fs::canonicalize(&o.image_dir)?,
+            base_disk: fs::canonicalize(&base)?,
+            ssh_user: o.ssh_user.clone(),
+            memory_mib: o.memory_mib,
+            cpus: o.cpus,
+            switch_pid: None,
+            nodes: Vec::new(),
+        };
+        let st = Command::new(&keygen)
+            .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+            .arg(format!("berth-cluster-{}", o.name))
+            .arg("-f")
+            .arg(c.key())
+            .stdin(Stdio::null())
+            .status()
+            .context("running ssh-keygen")?;
+        if !st.success() {
+            bail!("ssh-keygen failed ({st})");
+        }
+        let public = fs::read_to_string(c.key().with_extension("pub"))?;
+        for i in 1..=o.nodes {
+            let name = format!("{}-{i}", o.name);
+            let ndir = dir.join(&name);
+            fs::create_dir_all(&ndir)?;
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            c.nodes.push(Node {
+                address: format!("{}.{}.{}.{}", SUBNET[0], SUBNET[1], SUBNET[2], 10 + i),
+                ssh_port: port,
+                mac: format!("52:54:00:be:{:02x}:{:02x}", (i >> 8) & 0xff, i & 0xff),
+                disk: ndir.join("disk.qcow2"),
+                config: ndir.join("config.json"),
+                console: ndir.join("console.log"),
+                qmp: ndir.join("qmp.sock"),
+                pid: None,
+                name,
+                index: i,
+            });
+        }
+        let all = c.nodes.clone();
+        for n in &all {
+            let fmt = if qemu::DiskFormat::detect(&c.base_disk)? == qemu::DiskFormat::Qcow2 {
+                "qcow2"
+            } else {
+                "raw"
+            };
+            // Bigger than the image: the state partition grows into the rest on first boot
+            // (containerd's images are unpacked there, etcd's data lives there).
+            let size = virtual_size(&c.base_disk)? + EXTRA_DISK;
+            let out = Command::new(&qemu_img)
+                .args(["create", "-q", "-f", "qcow2", "-F", fmt, "-b"])
+                .arg(&c.base_disk)
+                .arg(&n.disk)
+                .arg(size.to_string())
+                .output()
+                .context("running qemu-img create")?;
+            if !out.status.success() {
+                bail!(
+                    "qemu-img create {}: {}",
+                    n.disk.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            let text = node_config(&c.name, n, &all, &public);
+            berth_contract::config::MachineConfig::parse(&text)
+                .map_err(|e| anyhow::anyhow!("the machine config made for {}: {e}", n.name))?;
+            fs::write(&n.config, text)?;
+        }
+        let st = Command::new(&vde)
+            .arg("--sock")
+            .arg(c.switch_sock())
+            .arg("--daemon")
+            .arg("--pidfile")
+            .arg(dir.join("switch.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .context("starting vde_switch")?;
+        if !st.success() {
+            bail!("vde_switch --daemon failed ({st})");
+        }
+        // The daemon writes its pid file after the parent returned.
+        let t = Instant::now();
+        while c.switch_pid.is_none() && t.elapsed() < Duration::from_secs(5) {
+            c.switch_pid = fs::read_to_string(dir.join("switch.pid"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !alive(c.switch_pid, &dir) {
+            bail!(
+                "vde_switch did not start (no live pid in {})",
+                dir.join("switch.pid").display()
+            );
+        }
+        c.save()?;
+        for i in 0..c.nodes.len() {
+            let pid = start_node(&c, &c.nodes[i])?;
+            c.nodes[i].pid = Some(pid);
+            c.save()?;
+        }
+        Ok(c)
+    })();
+    match made {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            // Nothing half-made stays behind: stop what started, remove the directory.
+            if let Ok(c) = Cluster::load(&dir) {
+                let _ = kill_all(&c);
+            }
+            let _ = fs::remove_dir_all(&dir);
+            Err(e)
+        }
+    }
+}
+
+/// A disk image's size as the guest sees it: a raw file's length, a qcow2's header field.
+fn virtual_size(disk: &Path) -> Result<u64> {
+    use std::io::Read;
+    if qemu::DiskFormat::detect(disk)? == qemu::DiskFormat::Qcow2 {
+        let mut h = [0u8; 32];
+        fs::File::open(disk)?.read_exact(&mut h)?;
+        return Ok(u64::from_be_bytes(h[24..32].try_into().unwrap_or_default()));
+    }
+    Ok(fs::metadata(disk)?.len())
+}
+
+/// Starts node `n`'s QEMU in its own process group (it outlives this berth); returns its PID.
+pub fn start_node(c: &Cluster, n: &Node) -> Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let mut cfg = VmConfig::new(&n.disk)?;
+    cfg.persist = true;
+    cfg.memory_mib = c.memory_mib;
+    cfg.cpus = c.cpus;
+    cfg.forwards = vec![(n.ssh_port, 22)];
+    cfg.console_file = Some(n.console.clone());
+    cfg.qmp = Some(n.qmp.clone());
+    cfg.machine_config = Some(n.config.clone());
+    cfg.vde = Some((c.switch_sock(), n.mac.clone()));
+    let ndir = n.disk.parent().unwrap_or(&c.dir).to_path_buf();
+    let mut cmd = qemu::command(&cfg, &ndir)?;
+    // A restarted node's log starts over (the old one is kept as console.log.1).
+    if n.console.exists() {
+        let _ = fs::rename(&n.console, n.console.with_extension("log.1"));
+    }
+    let err = fs::File::create(ndir.join("qemu.stderr"))?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(err))
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting QEMU for {}", n.name))?;
+    Ok(child.id())
+}
+
+/// The last `berth: ready slot=X version=V` of a console log: (slot, version).
+pub fn ready_of(console: &Path) -> Option<(String, String)> {
+    let text = fs::read(console).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("berth: ready slot="))?;
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .map(str::to_string)
+    };
+    Some((field("slot=")?, field("version=")?))
+}
+
+/// Waits until every node in `which` has printed its ready line since it started (bounded by
+/// `timeout`); `progress` gets a line each time a node comes up, and every 30 s.
+pub fn wait_ready(
+    c: &Cluster,
+    which: &[usize],
+    timeout: Duration,
+    progress: &dyn Fn(&str),
+) -> Result<()> {
+    let start = Instant::now();
+    let mut up = vec![false; c.nodes.len()];
+    let mut last_note = Instant::now();
+    loop {
+        for &i in which {
+            let n = &c.nodes[i];
+            if up[i] {
+                continue;
+            }
+            let text = fs::read(&n.console)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            if let Some(l) = text.lines().find(|l| l.contains("berth: FATAL")) {
+                bail!(
+                    "{} failed to boot: {l}\n(console log: {})",
+                    n.name,
+                    n.console.display()
+                );
+            }
+            if text.contains("berth: ready slot=") {
+                up[i] = true;
+                progress(&format!(
+                    "{} ready after {:.0} s",
+                    n.name,
+                    start.elapsed().as_secs_f64()
+                ));
+            } else if !alive(n.pid, &c.dir) {
+                bail!(
+                    "{}: QEMU exited before the node was ready (console log: {}, QEMU's messages: {})",
+                    n.name,
+                    n.console.display(),
+                    n.disk.with_file_name("qemu.stderr").display()
+                );
+            }
+        }
+        if which.iter().all(|&i| up[i]) {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            let stuck: Vec<String> = which
+                .iter()
+                .filter(|&&i| !up[i])
+                .map(|&i| {
+                    format!(
+                        "{} (console log {})",
+                        c.nodes[i].name,
+                        c.nodes[i].console.display()
+                    )
+                })
+                .collect();
+            bail!(
+                "not ready within {} s: {}",
+                timeout.as_secs(),
+                stuck.join(", ")
+            );
+        }
+        if last_note.elapsed() > Duration::from_secs(30) {
+            last_note = Instant::now();
+            let waiting: Vec<&str> = which
+                .iter()
+                .filter(|&&i| !up[i])
+                .map(|&i| c.nodes[i].name.as_str())
+                .collect();
+            progress(&format!(
+                "waiting for {} ({:.0} s)",
+                waiting.join(", "),
+                start.elapsed().as_secs_f64()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// One QMP command to a node (`system_powerdown`).
+pub fn qmp(sock: &Path, command: &str) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let s = std::os::unix::net::UnixStream::connect(sock)
+        .with_context(|| format!("connecting to {}", sock.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut r = BufReader::new(s.try_clone()?);
+    let mut w = s;
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    for cmd in ["qmp_capabilities", command] {
+        writeln!(w, "{{\"execute\": \"{cmd}\"}}")?;
+        loop {
+            line.clear();
+            if r.read_line(&mut line)? == 0 {
+                bail!("QMP at {} closed the connection", sock.display());
+            }
+            if line.contains("\"return\"") || line.contains("\"error\"") {
+                break;
+            }
+        }
+        if line.contains("\"error\"") {
+            bail!("QMP {cmd}: {}", line.trim());
+        }
+    }
+    Ok(())
+}
+
+fn kill(pid: Option<u32>, dir: &Path, sig: &str) {
+    if let Some(p) = pid.filter(|_| alive(pid, dir)) {
+        let _ = Command::new("kill")
+            .args([sig, &p.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn kill_all(c: &Cluster) -> Result<()> {
+    for n in &c.nodes {
+        kill(n.pid, &c.dir, "-KILL");
+    }
+    kill(c.switch_pid, &c.dir, "-TERM");
+    Ok(())
+}
+
+/// Powers every node off (ACPI, as a power button press: berth-init shuts down cleanly),
+/// waits up to `grace` for the QEMUs to exit, kills what is left, then stops the switch.
+pub fn down(c: &mut Cluster, grace: Duration, progress: &dyn Fn(&str)) -> Result<()> {
+    for n in &c.nodes {
+        if alive(n.pid, &c.dir) {
+            if let Err(e) = qmp(&n.qmp, "system_powerdown") {
+                progress(&format!("{}: {e:#}; killing it", n.name));
+                kill(n.pid, &c.dir, "-KILL");
+            }
+        }
+    }
+    let start = Instant::now();
+    while c.nodes.iter().any(|n| alive(n.pid, &c.dir)) && start.elapsed() < grace {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for n in &mut c.nodes {
+        if alive(n.pid, &c.dir) {
+            progress(&format!(
+                "{} did not power off within {} s; killing it",
+                n.name,
+                grace.as_secs()
+            ));
+            kill(n.pid, &c.dir, "-KILL");
+        }
+        n.pid = None;
+    }
+    kill(c.switch_pid, &c.dir, "-TERM");
+    let start = Instant::now();
+    while alive(c.switch_pid, &c.dir) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    kill(c.switch_pid, &c.dir, "-KILL");
+    c.switch_pid = None;
+    c.save()
+}
+
+/// The `ssh` command line for node `n` (the cluster's key, no host-key bookkeeping: each
+/// cluster's nodes make new host keys).
+pub fn ssh_command(c: &Cluster, n: &Node) -> Command {
+    let mut cmd = Command::new("ssh");
+    cmd.arg("-i")
+        .arg(c.key())
+        .args(["-p", &n.ssh_port.to_string()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=10",
+        ])
+        .arg(format!("{}@127.0.0.1", c.ssh_user));
+    cmd
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct NodeStatus {
+    pub name: String,
+    pub state: String,
+    pub address: String,
+    pub version: Option<String>,
+    pub slot: Option<String>,
+    pub ssh_port: u16,
+}
+
+pub fn status(c: &Cluster) -> Vec<NodeStatus> {
+    c.nodes
+        .iter()
+        .map(|n| {
+            let running = alive(n.pid, &c.dir);
+            let ready = ready_of(&n.console);
+            let state = match (running, &ready, n.pid) {
+                (true, Some(_), _) => "running",
+                (true, None, _) => "booting",
+                (false, _, Some(_)) => "dead",
+                (false, _, None) => "stopped",
+            };
+            NodeStatus {
+                name: n.name.clone(),
+                state: state.into(),
+                address: n.address.clone(),
+                version: ready.as_ref().map(|r| r.1.clone()),
+                slot: ready.map(|r| r.0),
+                ssh_port: n.ssh_port,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(n: u32) -> Vec<Node> {
+        (1..=n)
+            .map(|i| Node {
+                name: format!("c-{i}"),
+                index: i,
+                address: format!("10.77.0.{}", 10 + i),
+                ssh_port: 2200 + i as u16,
+                mac: format!("52:54:00:be:00:{i:02x}"),
+                disk: "/x".into(),
+                config: "/x".into(),
+                console: "/x".into(),
+                qmp: "/x".into(),
+                pid: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn node_configs_are_valid_machine_configs_with_the_peer_list() {
+        let all = nodes(3);
+        let text = node_config(
+            "c",
+            &all[1],
+            &all,
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBf3 test\n",
+        );
+        let cfg = berth_contract::config::MachineConfig::parse(&text).unwrap();
+        assert_eq!(cfg.hostname.as_deref(), Some("c-2"));
+        assert_eq!(cfg.network.len(), 2);
+        let etcd = &cfg.files[0].content;
+        assert!(etcd.contains("name: c-2\n"), "{etcd}");
+        assert!(etcd.contains("initial-cluster: c-1=http://10.77.0.11:2380,c-2=http://10.77.0.12:2380,c-3=http://10.77.0.13:2380\n"), "{etcd}");
+        assert!(etcd.contains("listen-client-urls: http://127.0.0.1:2379,http://10.77.0.12:2379"));
+    }
+
+    #[test]
+    fn bad_sizes_and_names_are_refused() {
+        assert!(check_size(0, 768)
+            .unwrap_err()
+            .to_string()
+            .contains("at least one"));
+        let e = check_size(1000, 768).unwrap_err().to_string();
+        assert!(e.contains("768000 MiB"), "{e}");
+        for bad in ["", "Berth", "-x", "x-", "a b", &"x".repeat(41)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        check_name("lab-2").unwrap();
+    }
+
+    #[test]
+    fn ready_lines_and_locating_clusters() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("console.log");
+        fs::write(
+            &log,
+            "x\nberth: ready slot=a version=0.1.0\nberth: ready slot=b version=0.2.0\n",
+        )
+        .unwrap();
+        assert_eq!(ready_of(&log), Some(("b".into(), "0.2.0".into())));
+        assert_eq!(locate(d.path(), None).unwrap(), d.path().join("berth"));
+        for n in ["one", "two"] {
+            fs::create_dir_all(d.path().join(n)).unwrap();
+            fs::write(d.path().join(n).join(STATE_FILE), "{}").unwrap();
+        }
+        assert!(locate(d.path(), None)
+            .unwrap_err()
+            .to_string()
+            .contains("one, two"));
+        assert_eq!(locate(d.path(), Some("two")).unwrap(), d.path().join("two"));
+    }
+}
