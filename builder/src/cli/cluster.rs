@@ -21,6 +21,28 @@ pub enum ClusterCommand {
     Ssh(SshArgs),
     Down(NameArgs),
     Destroy(NameArgs),
+    Vagrantfile(VagrantfileArgs),
+}
+
+/// Write a multi-machine Vagrantfile for the same cluster (libvirt provider, a private
+/// network, each node's machine config through fw_cfg) and the configs beside it. The box
+/// must log in the way Vagrant expects: build it from profiles/cluster-vagrant.toml and add it
+/// with `vagrant box add`.
+#[derive(Args)]
+pub struct VagrantfileArgs {
+    #[arg(short = 'n', long = "nodes", default_value_t = 3)]
+    nodes: u32,
+    /// The cluster's name (its nodes are NAME-1 … NAME-N).
+    #[arg(long, default_value = "berth")]
+    name: String,
+    /// The Vagrant box.
+    #[arg(long = "box", default_value = "berth/berth-cluster-vagrant")]
+    box_name: String,
+    #[arg(long, default_value_t = cluster::DEFAULT_MEMORY_MIB)]
+    memory: u32,
+    /// Where to write (created if missing; an existing Vagrantfile there is replaced).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
 }
 
 /// Make and boot N nodes; returns when every node is ready (or says which one is stuck).
@@ -108,6 +130,17 @@ pub fn run(c: ClusterCommand, cache_dir: &Path, printer: &Printer) -> Result<i32
             let mut c = load(a.name.as_deref())?;
             cluster::down(&mut c, Duration::from_secs(120), &|m| printer.info(m))?;
             printer.info(&format!("cluster {} is down", c.name));
+            Ok(0)
+        }
+        ClusterCommand::Vagrantfile(a) => {
+            std::fs::create_dir_all(&a.dir)?;
+            for (name, text) in cluster::vagrantfile(&a.name, a.nodes, &a.box_name, a.memory)? {
+                let p = a.dir.join(&name);
+                let tmp = a.dir.join(format!(".{name}.tmp"));
+                std::fs::write(&tmp, text)?;
+                std::fs::rename(&tmp, &p)?;
+                printer.result(&p.display().to_string());
+            }
             Ok(0)
         }
         ClusterCommand::Destroy(a) => {

@@ -194,15 +194,92 @@ pub fn etcd_config(cluster: &str, node: &Node, all: &[Node]) -> String {
 
 /// A node's machine config: host name, the user NIC by DHCP and the cluster NIC static, the
 /// cluster's SSH key, etcd's settings.
-pub fn node_config(cluster: &str, node: &Node, all: &[Node], ssh_public: &str) -> String {
+pub fn node_config(cluster: &str, node: &Node, all: &[Node], ssh_public: Option<&str>) -> String {
     let q = berth_contract::json::quote;
     format!(
         "{{\"version\": 1, \"hostname\": {}, \"network\": [{{\"interface\": \"eth0\", \"dhcp\": true}}, {{\"interface\": \"eth1\", \"address\": \"{}/24\"}}], \"ssh-authorized-keys\": [{}], \"files\": [{{\"path\": \"{ETCD_CONFIG}\", \"content\": {}}}]}}\n",
         q(&node.name),
         node.address,
-        q(ssh_public.trim()),
+        ssh_public.map_or(String::new(), |k| q(k.trim())),
         q(&etcd_config(cluster, node, all))
     )
+}
+
+/// The nodes of cluster `name` as planned (names, addresses, MACs), before anything exists;
+/// their files under `dir`.
+pub fn plan(name: &str, n: u32, dir: &Path) -> Vec<Node> {
+    (1..=n)
+        .map(|i| {
+            let node = format!("{name}-{i}");
+            let ndir = dir.join(&node);
+            Node {
+                address: format!("{}.{}.{}.{}", SUBNET[0], SUBNET[1], SUBNET[2], 10 + i),
+                ssh_port: 0,
+                mac: format!("52:54:00:be:{:02x}:{:02x}", (i >> 8) & 0xff, i & 0xff),
+                disk: ndir.join("disk.qcow2"),
+                config: ndir.join("config.json"),
+                console: ndir.join("console.log"),
+                qmp: ndir.join("qmp.sock"),
+                pid: None,
+                name: node,
+                index: i,
+            }
+        })
+        .collect()
+}
+
+/// `berth cluster vagrantfile`: a multi-machine Vagrantfile for the same cluster (libvirt,
+/// a private network with the same static addresses, each node's machine config handed to
+/// QEMU through fw_cfg) and the configs it names, as (file name, text).
+pub fn vagrantfile(
+    name: &str,
+    n: u32,
+    box_name: &str,
+    memory_mib: u32,
+) -> Result<Vec<(String, String)>> {
+    check_name(name)?;
+    check_size(n, memory_mib)?;
+    let nodes = plan(name, n, Path::new(""));
+    let mut files = Vec::new();
+    for node in &nodes {
+        let text = node_config(name, node, &nodes, None);
+        berth_contract::config::MachineConfig::parse(&text)
+            .map_err(|e| anyhow::anyhow!("the machine config made for {}: {e}", node.name))?;
+        files.push((format!("{}.json", node.name), text));
+    }
+    let q = |s: &str| format!("{s:?}");
+    let vf = format!(
+        r#"# A {n}-node berth cluster, written by `berth cluster vagrantfile`. Each node gets its
+# machine config ({name}-N.json beside this file) through QEMU fw_cfg; the cluster network is a
+# libvirt network without DHCP or forwarding, addresses set by the machine configs.
+#   vagrant up --provider libvirt
+Vagrant.configure("2") do |config|
+  config.vm.box = {box_q}
+  (1..{n}).each do |i|
+    config.vm.define "{name}-#{{i}}" do |node|
+      node.vm.hostname = "{name}-#{{i}}"
+      node.vm.network :private_network, ip: "{a}.{b}.{c}.#{{10 + i}}", auto_config: false,
+        libvirt__network_name: {net_q}, libvirt__dhcp_enabled: false,
+        libvirt__forward_mode: "none"
+      node.vm.provider :libvirt do |lv|
+        lv.memory = {memory_mib}
+        lv.cpus = 1
+        lv.qemuargs :value => "-fw_cfg"
+        lv.qemuargs :value => "name={fw},file=#{{File.join(__dir__, "{name}-#{{i}}.json")}}"
+      end
+    end
+  end
+end
+"#,
+        box_q = q(box_name),
+        net_q = q(&format!("berth-{name}")),
+        a = SUBNET[0],
+        b = SUBNET[1],
+        c = SUBNET[2],
+        fw = berth_contract::config::FW_CFG_NAME,
+    );
+    files.push(("Vagrantfile".into(), vf));
+    Ok(files)
 }
 
 pub struct UpOptions {
@@ -307,25 +384,12 @@ pub fn create(root: &Path, o: &UpOptions) -> Result<Cluster> {
             bail!("ssh-keygen failed ({st})");
         }
         let public = fs::read_to_string(c.key().with_extension("pub"))?;
-        for i in 1..=o.nodes {
-            let name = format!("{}-{i}", o.name);
-            let ndir = dir.join(&name);
-            fs::create_dir_all(&ndir)?;
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        for mut n in plan(&o.name, o.nodes, &dir) {
+            fs::create_dir_all(n.disk.parent().unwrap_or(&dir))?;
+            n.ssh_port = std::net::TcpListener::bind("127.0.0.1:0")?
                 .local_addr()?
                 .port();
-            c.nodes.push(Node {
-                address: format!("{}.{}.{}.{}", SUBNET[0], SUBNET[1], SUBNET[2], 10 + i),
-                ssh_port: port,
-                mac: format!("52:54:00:be:{:02x}:{:02x}", (i >> 8) & 0xff, i & 0xff),
-                disk: ndir.join("disk.qcow2"),
-                config: ndir.join("config.json"),
-                console: ndir.join("console.log"),
-                qmp: ndir.join("qmp.sock"),
-                pid: None,
-                name,
-                index: i,
-            });
+            c.nodes.push(n);
         }
         let all = c.nodes.clone();
         for n in &all {
@@ -351,7 +415,7 @@ pub fn create(root: &Path, o: &UpOptions) -> Result<Cluster> {
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
             }
-            let text = node_config(&c.name, n, &all, &public);
+            let text = node_config(&c.name, n, &all, Some(&public));
             berth_contract::config::MachineConfig::parse(&text)
                 .map_err(|e| anyhow::anyhow!("the machine config made for {}: {e}", n.name))?;
             fs::write(&n.config, text)?;
@@ -683,20 +747,7 @@ mod tests {
     use super::*;
 
     fn nodes(n: u32) -> Vec<Node> {
-        (1..=n)
-            .map(|i| Node {
-                name: format!("c-{i}"),
-                index: i,
-                address: format!("10.77.0.{}", 10 + i),
-                ssh_port: 2200 + i as u16,
-                mac: format!("52:54:00:be:00:{i:02x}"),
-                disk: "/x".into(),
-                config: "/x".into(),
-                console: "/x".into(),
-                qmp: "/x".into(),
-                pid: None,
-            })
-            .collect()
+        plan("c", n, Path::new("/x"))
     }
 
     #[test]
@@ -706,7 +757,7 @@ mod tests {
             "c",
             &all[1],
             &all,
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBf3 test\n",
+            Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBf3 test\n"),
         );
         let cfg = berth_contract::config::MachineConfig::parse(&text).unwrap();
         assert_eq!(cfg.hostname.as_deref(), Some("c-2"));
