@@ -22,6 +22,18 @@ pub enum ClusterCommand {
     Down(NameArgs),
     Destroy(NameArgs),
     Vagrantfile(VagrantfileArgs),
+    Update(UpdateArgs),
+}
+
+/// Rolling update: one node at a time under an etcd-held reboot lock, apply the bundle, reboot,
+/// wait until it is ready, blessed and its etcd member healthy, release; a node that rolls
+/// back stops the rollout.
+#[derive(Args)]
+pub struct UpdateArgs {
+    /// The update bundle (a full bundle, or a delta from the nodes' running root).
+    bundle: PathBuf,
+    #[arg(long)]
+    name: Option<String>,
 }
 
 /// Write a multi-machine Vagrantfile for the same cluster (libvirt provider, a private
@@ -130,6 +142,12 @@ pub fn run(c: ClusterCommand, cache_dir: &Path, printer: &Printer) -> Result<i32
             let mut c = load(a.name.as_deref())?;
             cluster::down(&mut c, Duration::from_secs(120), &|m| printer.info(m))?;
             printer.info(&format!("cluster {} is down", c.name));
+            Ok(0)
+        }
+        ClusterCommand::Update(a) => {
+            let c = load(a.name.as_deref())?;
+            let v = cluster::rolling_update(&c, &a.bundle, &|m| printer.info(m))?;
+            printer.info(&format!("cluster {}: every node runs {v}", c.name));
             Ok(0)
         }
         ClusterCommand::Vagrantfile(a) => {

@@ -707,6 +707,198 @@ pub fn ssh_command(c: &Cluster, n: &Node) -> Command {
     cmd
 }
 
+/// The reboot lock of a rolling update (locksmith's role: a semaphore with one holder), in
+/// etcd: the key holds the holder's name while one node is being updated.
+pub const LOCK_KEY: &str = "berth/reboot-lock";
+/// Every take and release of the lock, `<unix ms>-<node>` = `taken` | `released`: the record
+/// that at most one node rebooted at a time.
+pub const HISTORY_PREFIX: &str = "berth/reboot-history/";
+
+/// `etcdctl txn` input taking the lock for `holder` if nobody holds it.
+pub fn take_txn(holder: &str) -> String {
+    format!("create(\"{LOCK_KEY}\") = \"0\"\n\nput {LOCK_KEY} {holder}\n\n\n")
+}
+
+/// `etcdctl txn` input releasing the lock if `holder` holds it.
+pub fn release_txn(holder: &str) -> String {
+    format!("value(\"{LOCK_KEY}\") = \"{holder}\"\n\ndel {LOCK_KEY}\n\n\n")
+}
+
+/// Runs `etcdctl ARGS` on node `n` (stdin: `input`), bounded; its output, or an error naming
+/// the node.
+fn etcdctl(c: &Cluster, n: &Node, args: &str, input: Option<&str>) -> Result<String> {
+    use std::io::Write;
+    let mut cmd = ssh_command(c, n);
+    cmd.args(["-o", "BatchMode=yes", "--"])
+        .arg(format!("etcdctl --command-timeout=20s {args}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("starting ssh")?;
+    if let Some(mut si) = child.stdin.take() {
+        si.write_all(input.unwrap_or("").as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "etcdctl {args} on {}: {}{}",
+            n.name,
+            text.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(text)
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// Takes the reboot lock for `holder` through node `via`, waiting (bounded) while another
+/// holds it.
+pub fn take_lock(c: &Cluster, via: &Node, holder: &str, progress: &dyn Fn(&str)) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let out = etcdctl(c, via, "txn", Some(&take_txn(holder)))?;
+        if out.lines().next() == Some("SUCCESS") {
+            etcdctl(
+                c,
+                via,
+                &format!("put {HISTORY_PREFIX}{}-{holder} taken", now_ms()),
+                None,
+            )?;
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(1800) {
+            bail!("the reboot lock ({LOCK_KEY}) stayed held for 30 minutes; is a node stuck in an update?");
+        }
+        progress(&format!("{holder}: waiting for the reboot lock"));
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
+pub fn release_lock(c: &Cluster, via: &Node, holder: &str) -> Result<()> {
+    let out = etcdctl(c, via, "txn", Some(&release_txn(holder)))?;
+    if out.lines().next() != Some("SUCCESS") {
+        bail!("releasing the reboot lock: {holder} did not hold it");
+    }
+    etcdctl(
+        c,
+        via,
+        &format!("put {HISTORY_PREFIX}{}-{holder} released", now_ms()),
+        None,
+    )?;
+    Ok(())
+}
+
+fn ready_lines(console: &Path) -> usize {
+    fs::read(console)
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .matches("berth: ready slot=")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// `berth cluster update BUNDLE`: one node at a time, under the reboot lock: apply the
+/// bundle over SSH and reboot; wait until the node is ready on the new version, blessed, and
+/// its etcd member healthy; release. A node that comes back on its old version (it rolled
+/// back) stops the rollout, with its reason; the nodes after it stay untouched.
+pub fn rolling_update(c: &Cluster, bundle: &Path, progress: &dyn Fn(&str)) -> Result<String> {
+    let mut f = fs::File::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
+    let header = crate::update::open(&mut f, &bundle.display().to_string())?.header;
+    let version = header.version.clone();
+    for n in &c.nodes {
+        if !alive(n.pid, &c.dir) || ready_of(&n.console).is_none() {
+            bail!("{} is not running and ready (`berth cluster status`): a rolling update starts from a healthy cluster", n.name);
+        }
+    }
+    let first = &c.nodes[0];
+    etcdctl(c, first, "endpoint health", None).map_err(|e| {
+        anyhow::anyhow!("the cluster's reboot lock lives in etcd, and etcd does not answer on {} ({e:#}): cluster update needs an image with etcd and etcdctl (profiles/cluster.toml)", first.name)
+    })?;
+    for (i, n) in c.nodes.iter().enumerate() {
+        if ready_of(&n.console).is_some_and(|(_, v)| v == version) {
+            progress(&format!("{} already runs {version}", n.name));
+            continue;
+        }
+        // The lock is taken and released through a node that stays up.
+        let via = &c.nodes[if i == 0 { 1 % c.nodes.len() } else { 0 }];
+        take_lock(c, via, &n.name, progress)?;
+        progress(&format!("{}: lock taken; applying {version}", n.name));
+        let before = ready_lines(&n.console);
+        let mut cmd = ssh_command(c, n);
+        cmd.args([
+            "-o",
+            "BatchMode=yes",
+            "--",
+            "berthctl update apply - --reboot",
+        ])
+        .stdin(fs::File::open(bundle)?);
+        let out = cmd.output().context("running ssh")?;
+        if !out.status.success() {
+            let _ = release_lock(c, via, &n.name);
+            bail!(
+                "{}: the update was refused: {}{} (rollout stopped; nothing rebooted)",
+                n.name,
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        progress(&format!("{}: applied; rebooting", n.name));
+        let start = Instant::now();
+        while ready_lines(&n.console) <= before {
+            if start.elapsed() > READY_TIMEOUT {
+                bail!("{}: not ready within {} s of its reboot (console log {}); the reboot lock stays held", n.name, READY_TIMEOUT.as_secs(), n.console.display());
+            }
+            if !alive(n.pid, &c.dir) {
+                bail!(
+                    "{}: QEMU exited during the update (console log {})",
+                    n.name,
+                    n.console.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let (slot, v) = ready_of(&n.console).unwrap_or_default();
+        if v != version {
+            let text =
+                String::from_utf8_lossy(&fs::read(&n.console).unwrap_or_default()).into_owned();
+            let why = text
+                .lines()
+                .rev()
+                .find(|l| l.contains("berth: rollback from"))
+                .unwrap_or("no rollback line")
+                .to_string();
+            let _ = release_lock(c, via, &n.name);
+            bail!(
+                "{} came back on version {v} (slot {slot}), not {version}: {why}; rollout stopped, {} node(s) not updated",
+                n.name,
+                c.nodes.len() - i - 1
+            );
+        }
+        // Ready means its etcd member answered /health; check it as the cluster sees it.
+        let start = Instant::now();
+        loop {
+            match etcdctl(c, n, "endpoint health", None) {
+                Ok(_) => break,
+                Err(e) if start.elapsed() > Duration::from_secs(300) => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_secs(2)),
+            }
+        }
+        release_lock(c, via, &n.name)?;
+        progress(&format!(
+            "{}: {version} in slot {slot}, etcd healthy; lock released",
+            n.name
+        ));
+    }
+    Ok(version)
+}
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct NodeStatus {
@@ -766,6 +958,18 @@ mod tests {
         assert!(etcd.contains("name: c-2\n"), "{etcd}");
         assert!(etcd.contains("initial-cluster: c-1=http://10.77.0.11:2380,c-2=http://10.77.0.12:2380,c-3=http://10.77.0.13:2380\n"), "{etcd}");
         assert!(etcd.contains("listen-client-urls: http://127.0.0.1:2379,http://10.77.0.12:2379"));
+    }
+
+    #[test]
+    fn lock_transactions_compare_before_they_write() {
+        assert_eq!(
+            take_txn("c-2"),
+            "create(\"berth/reboot-lock\") = \"0\"\n\nput berth/reboot-lock c-2\n\n\n"
+        );
+        assert_eq!(
+            release_txn("c-2"),
+            "value(\"berth/reboot-lock\") = \"c-2\"\n\ndel berth/reboot-lock\n\n\n"
+        );
     }
 
     #[test]
