@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The full power-cut set: QEMU killed (SIGKILL) once at each named step of `berthctl update
 # apply` and at N random moments (default 20), each cut followed by a boot that must reach a
-# good slot. Prints every cut and the count of cuts and of good boots. CI runs the named steps
-# only (vm-tests/tests/powercut.rs). BERTH_POWERCUT_SEED repeats a run.
+# good slot. Prints every cut and the count of cuts and of good boots. CI cuts at two steps
+# only, one on each side of the commit point (vm-tests/tests/powercut.rs). BERTH_POWERCUT_SEED repeats a run.
 #
 #   benches/powercut.sh [N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
-BERTH_POWERCUT_RANDOM=${1:-20} cargo test -q -p berth-vm-tests --test powercut -- --nocapture 2>&1 |
+BERTH_POWERCUT_STEPS=all BERTH_POWERCUT_RANDOM=${1:-20} cargo test -q -p berth-vm-tests --test powercut -- --nocapture 2>&1 |
   grep -E '^(power cuts|cut [0-9]|test result)|panicked'

@@ -145,7 +145,7 @@ fn make_workspace() -> Result<PathBuf> {
     fs::write(
         ws.join("profiles/vm-test-hang.toml"),
         "schema = 1\nextends = \"vm-test.toml\"\n\n[image]\nversion = \"0.4.0\"\n\n\
-         [boot]\ntries = 1\nready-deadline = 50\nwatchdog = 10\n\n\
+         [boot]\ntries = 1\nready-deadline = 60\nwatchdog = 30\n\n\
          [[containers]]\nname = \"stuck\"\npackages = [\"busybox-static\"]\n\
          command = [\"/bin/busybox\", \"sleep\", \"100000\"]\n\
          ready = { tcp = 9 }\nready-timeout = 3600\n",

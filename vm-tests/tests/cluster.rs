@@ -89,7 +89,13 @@ fn three_nodes_form_an_etcd_cluster_that_survives_a_killed_node() {
     }
     let st = cluster::status(&c);
     assert_eq!(st[1].state, "dead", "{st:?}");
-    etcdctl(&c, "t-1", "put k2 written-while-node-2-was-down");
+    // A leader lost with node 2 is re-elected within etcd's election timeout (5 s here);
+    // etcdctl's default 5 s per command could end before that.
+    etcdctl(
+        &c,
+        "t-1",
+        "--command-timeout=60s put k2 written-while-node-2-was-down",
+    );
     // Started again, it catches up.
     c.nodes[1].pid = Some(cluster::start_node(&c, &c.nodes[1]).unwrap());
     c.save().unwrap();

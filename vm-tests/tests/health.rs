@@ -21,8 +21,8 @@ fn config_with_key(dir: &std::path::Path, public: &str) -> std::path::PathBuf {
     config
 }
 
-/// 0.4.0 waits an hour for a service that never gets ready: past its ready-deadline (50 s) the
-/// watchdog (softdog, 10 s) reboots it; with its one try used up, systemd-boot boots slot A,
+/// 0.4.0 waits an hour for a service that never gets ready: past its ready-deadline (60 s) the
+/// watchdog (softdog, 30 s) reboots it; with its one try used up, systemd-boot boots slot A,
 /// which says why.
 #[test]
 fn a_new_slot_that_hangs_is_rebooted_by_the_watchdog_and_rolled_back() {
@@ -67,7 +67,7 @@ fn a_new_slot_that_hangs_is_rebooted_by_the_watchdog_and_rolled_back() {
     let armed = g
         .wait_for("berth: initrd: watchdog armed", READY_UEFI)
         .unwrap();
-    assert!(armed.contains("timeout=10s ready-deadline=50s"), "{armed}");
+    assert!(armed.contains("timeout=30s ready-deadline=60s"), "{armed}");
     g.wait_for(
         "(ready-deadline); the watchdog reboots",
         Duration::from_secs(120),
@@ -92,7 +92,7 @@ fn a_new_slot_that_hangs_is_rebooted_by_the_watchdog_and_rolled_back() {
         .wait_for("berth: rollback from 0.4.0:", Duration::from_secs(30))
         .unwrap();
     assert!(
-        line.contains("did not reach ready within 50 s; the watchdog rebooted it"),
+        line.contains("did not reach ready within 60 s; the watchdog rebooted it"),
         "{line}"
     );
     let (code, status) = ssh(

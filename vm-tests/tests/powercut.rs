@@ -1,6 +1,7 @@
 //! Power cuts during `berthctl update apply`, in real QEMU + OVMF + systemd-boot: QEMU is
 //! killed (SIGKILL: whatever the guest had not written to its disk is lost) at each named step
-//! of an apply, and, with `BERTH_POWERCUT_RANDOM=N`, at N random moments. After every cut the
+//! of an apply (by default one step on each side of the commit point; every step with
+//! `BERTH_POWERCUT_STEPS=all`), and, with `BERTH_POWERCUT_RANDOM=N`, at N random moments. After every cut the
 //! disk must boot a good slot: the old one, or (only once the entry was written, the commit
 //! point) the new one; never neither. `benches/powercut.sh` runs the full set.
 
@@ -23,6 +24,10 @@ const STEPS: [&str; 6] = [
     "before-entry",
     "after-entry",
 ];
+
+/// One cut of each kind: before the commit point (the old slot must boot) and after it (the
+/// new one may). `BERTH_POWERCUT_STEPS=all` (benches/powercut.sh) cuts at all six.
+const CI_STEPS: [&str; 2] = ["mid-payload", "after-entry"];
 
 #[derive(Debug, Clone, Copy)]
 enum Cut {
@@ -78,7 +83,20 @@ fn a_power_cut_anywhere_in_an_apply_leaves_a_disk_that_boots_a_good_slot() {
     );
     let max_ms = env_u64("BERTH_POWERCUT_MAX_SECONDS", 150) * 1000;
     let mut rng = Rng(seed);
-    let mut plan: Vec<Cut> = STEPS.iter().map(|s| Cut::Step(s)).collect();
+    // CI cuts once on each side of the commit point; benches/powercut.sh cuts at every step.
+    let steps: Vec<&'static str> = match std::env::var("BERTH_POWERCUT_STEPS").as_deref() {
+        Ok("all") => STEPS.to_vec(),
+        Ok(list) => list
+            .split(',')
+            .map(|w| {
+                *STEPS.iter().find(|s| **s == w.trim()).unwrap_or_else(|| {
+                    panic!("BERTH_POWERCUT_STEPS: {w:?} is not one of {STEPS:?} (or all)")
+                })
+            })
+            .collect(),
+        Err(_) => CI_STEPS.to_vec(),
+    };
+    let mut plan: Vec<Cut> = steps.iter().map(|s| Cut::Step(s)).collect();
     plan.extend((0..random).map(|_| Cut::After(rng.next() % max_ms)));
     eprintln!("power cuts: {} planned (seed {seed}): {plan:?}", plan.len());
 

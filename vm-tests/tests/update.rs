@@ -184,6 +184,13 @@ fn update_a_to_b_over_ssh_then_reboot_into_b() {
     g.wait_exit(SHUTDOWN).unwrap();
     drop(g);
     let mut g = boot("update-v3", false);
+    // 0.1.0's images, which slot A held, are removed before 0.5.0's are imported; 0.2.0's stay
+    // for slot B.
+    let removed = g.wait_for("berth: removed ", READY_UEFI).unwrap();
+    assert!(
+        removed.contains("localhost/berth/admin:0.1.0") && !removed.contains(":0.2.0"),
+        "{removed}"
+    );
     g.wait_for("berth: ready slot=a version=0.5.0", READY_UEFI)
         .unwrap();
     let blessed = g
@@ -217,6 +224,7 @@ fn update_a_to_b_over_ssh_then_reboot_into_b() {
 /// reboots without blessing, systemd-boot counts the tries down, then boots the old slot, which
 /// says why it is back and still boots next.
 #[test]
+#[ignore = "the full set: ci/test-full runs it (CI's rollback case is health.rs's watchdog one)"]
 fn an_unhealthy_new_slot_is_rolled_back_after_its_tries() {
     let v1 = test_image();
     let broken = build_profile("vm-test-broken.toml", Some(vec![])).unwrap();

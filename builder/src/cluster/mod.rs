@@ -179,6 +179,14 @@ pub fn alive(pid: Option<u32>, dir: &Path) -> bool {
 }
 
 /// The peers' etcd settings, as the file each node's config writes.
+/// etcd's raft timing, five times its defaults (100 ms, 1 s): nodes are emulated (TCG) and
+/// share two host cores, so a heartbeat can be late by hundreds of milliseconds, and with the
+/// defaults the members kept electing leaders (seen: a write through a healthy member failing
+/// with "context deadline exceeded" after another member was killed). etcd's tuning guide
+/// asks for an election timeout of at least ten heartbeats.
+const HEARTBEAT_MS: u32 = 500;
+const ELECTION_MS: u32 = 5000;
+
 pub fn etcd_config(cluster: &str, node: &Node, all: &[Node]) -> String {
     let peers: Vec<String> = all
         .iter()
@@ -186,7 +194,7 @@ pub fn etcd_config(cluster: &str, node: &Node, all: &[Node]) -> String {
         .collect();
     let a = &node.address;
     format!(
-        "name: {name}\ndata-dir: /var/lib/etcd/data\ninitial-cluster: {peers}\ninitial-cluster-token: {cluster}\ninitial-cluster-state: new\nlisten-peer-urls: http://{a}:2380\ninitial-advertise-peer-urls: http://{a}:2380\nlisten-client-urls: http://127.0.0.1:2379,http://{a}:2379\nadvertise-client-urls: http://{a}:2379\n",
+        "name: {name}\ndata-dir: /var/lib/etcd/data\ninitial-cluster: {peers}\ninitial-cluster-token: {cluster}\ninitial-cluster-state: new\nlisten-peer-urls: http://{a}:2380\ninitial-advertise-peer-urls: http://{a}:2380\nlisten-client-urls: http://127.0.0.1:2379,http://{a}:2379\nadvertise-client-urls: http://{a}:2379\nheartbeat-interval: {HEARTBEAT_MS}\nelection-timeout: {ELECTION_MS}\n",
         name = node.name,
         peers = peers.join(",")
     )

@@ -233,9 +233,12 @@ fn resize_ext4(mnt: &str, bytes: u64) -> Result<()> {
         .ctx(|| format!("EXT4_IOC_RESIZE_FS {mnt} to {blocks} blocks of {bs} bytes"))
 }
 
-/// Space kept free on /var for berth's own records (boot count, health, the /etc overlay):
-/// containers run as root, so ext4's reserved blocks do not protect it. Released when a
-/// record cannot be written for want of space, made again once there is room.
+/// Space kept free on /var for berth's own records (boot count, health, the /etc overlay)
+/// and for the services to start again: containerd runs with every capability, so ext4's
+/// reserved blocks do not stop it (or a privileged container) filling the disk. Released when
+/// a record cannot be written for want of space or when less than the reserve is left to
+/// processes without CAP_SYS_RESOURCE (a container cannot start then: seen, the admin
+/// container failing on a full /var); made again once there is room for it four times over.
 const RESERVE: &str = "lib/berth/reserve";
 const RESERVE_BYTES: usize = 8 << 20;
 
@@ -262,15 +265,30 @@ fn prepare_state(var: &str) -> Result<()> {
         File::open(&tmp)?.sync_all()?;
         fs::rename(&tmp, &p)
     };
+    let release = || {
+        if fs::remove_file(&reserve).is_ok() {
+            warn!(
+                "the state partition is full: released berth's {} MiB reserve; free space on /var",
+                RESERVE_BYTES >> 20
+            );
+        }
+    };
     match write() {
         Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-            let _ = fs::remove_file(&reserve);
-            warn!("the state partition is full: released berth's {} MiB reserve for its own records; free space on /var", RESERVE_BYTES >> 20);
+            release();
             write().ctx(|| format!("writing {p}"))?;
         }
         r => r.ctx(|| format!("writing {p}"))?,
     }
-    if fs::metadata(&reserve).is_err() {
+    let available = || {
+        File::open(var)
+            .and_then(|f| sys::available_bytes(f.as_raw_fd()))
+            .unwrap_or(u64::MAX)
+    };
+    if available() < RESERVE_BYTES as u64 {
+        release();
+    }
+    if fs::metadata(&reserve).is_err() && available() >= 4 * RESERVE_BYTES as u64 {
         let made = File::create(&reserve).and_then(|mut f| {
             std::io::Write::write_all(&mut f, &vec![0u8; RESERVE_BYTES]).and_then(|()| f.sync_all())
         });

@@ -277,7 +277,7 @@ pub fn run() -> Result<()> {
     services::prefetch(services::BINARIES);
     let mut sup = Supervisor::default();
     services::start_containerd(&mut sup)?;
-    services::import_images(&mut sup, paths::IMAGES_DIR)?;
+    services::import_images(&mut sup, paths::IMAGES_DIR, c.slot)?;
     match modules.join() {
         Ok(Ok(n)) => say!("modules loaded n={n}"),
         Ok(Err(e)) => warn!("{e}"),

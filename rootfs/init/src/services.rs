@@ -12,7 +12,10 @@ use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+
 use berth_contract::service::Restart;
+use berth_contract::Slot;
 
 use crate::{fail, say, sys, warn, Ctx, Result};
 
@@ -333,7 +336,12 @@ fn spawn_import(tar: &str) -> std::io::Result<Child> {
 /// containerd's. Returns when containerd accepts connections on its socket and every import
 /// has ended; fails only when containerd never serves. Import failures are loud warnings: a
 /// service whose image is missing fails in turn and says so.
-pub fn import_images(sup: &mut Supervisor, dir: &str) -> Result<()> {
+///
+/// Before importing, the images an earlier version of either slot imported and neither slot
+/// ships any more are removed (`prune_images`): without that every update leaves its images
+/// behind in containerd, and a few updates fill /var (seen: the third version's admin image
+/// failed to unpack with ENOSPC on a 256 MiB state partition).
+pub fn import_images(sup: &mut Supervisor, dir: &str, slot: Option<Slot>) -> Result<()> {
     let mut tars: Vec<String> = fs::read_dir(dir)
         .map(|d| {
             d.flatten()
@@ -343,6 +351,12 @@ pub fn import_images(sup: &mut Supervisor, dir: &str) -> Result<()> {
         .unwrap_or_default();
     tars.retain(|p| p.ends_with(".tar"));
     tars.sort();
+    let ours: BTreeSet<String> = tars
+        .iter()
+        .filter_map(|t| manifest_digest(t))
+        .filter_map(|d| d.split_once(' ').map(|(_, r)| r.to_string()))
+        .collect();
+    prune_images(sup, slot.unwrap_or(Slot::A), &ours);
     let mut jobs = Vec::new();
     let mut digests = Vec::new();
     for tar in tars {
@@ -446,12 +460,16 @@ pub fn import_images(sup: &mut Supervisor, dir: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let mut imported = BTreeSet::new();
     for j in jobs {
         let Some(status) = j.status else { continue };
         let err = j.err;
         if status == 0 {
             say!("imported {}", j.what);
             if let Some((_, Some(d))) = digests.iter().find(|(t, _)| *t == j.what) {
+                if let Some((_, r)) = d.split_once(' ') {
+                    imported.insert(r.to_string());
+                }
                 if let Err(e) = record_import(&j.what, d) {
                     warn!("{e}; the image will be imported again on the next boot");
                 }
@@ -465,7 +483,133 @@ pub fn import_images(sup: &mut Supervisor, dir: &str) -> Result<()> {
             );
         }
     }
+    if !imported.is_empty() {
+        let mut managed = read_refs(MANAGED);
+        managed.extend(imported);
+        if let Err(e) = write_refs(MANAGED, &managed) {
+            warn!("{e}; images of this version may outlive it");
+        }
+    }
     Ok(())
+}
+
+/// Every image reference berth-init imported and has not removed, one per line.
+const MANAGED: &str = "/var/lib/berth/images/managed";
+
+fn slot_record(slot: Slot) -> String {
+    format!("{IMPORTED_DIR}/slot-{}", slot.as_str())
+}
+
+fn read_refs(path: &str) -> BTreeSet<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn write_refs(path: &str, refs: &BTreeSet<String>) -> Result<()> {
+    fs::create_dir_all(IMPORTED_DIR).ctx(|| format!("mkdir -p {IMPORTED_DIR}"))?;
+    let text: String = refs.iter().map(|r| format!("{r}\n")).collect();
+    let tmp = format!("{path}.tmp");
+    fs::write(&tmp, text)
+        .and_then(|()| fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| fs::rename(&tmp, path))
+        .ctx(|| format!("writing {path}"))
+}
+
+/// The images to remove: berth imported them (`managed`, and the last import recorded per
+/// archive), and neither this slot's root (`ours`) nor the other slot's last record ships
+/// them. Images something else put in containerd are never in `managed`, so never touched;
+/// the other slot keeps its images, so a rollback does not import them again.
+fn stale(
+    managed: &BTreeSet<String>,
+    ours: &BTreeSet<String>,
+    other: &BTreeSet<String>,
+) -> Vec<String> {
+    managed
+        .iter()
+        .filter(|r| !ours.contains(*r) && !other.contains(*r))
+        .cloned()
+        .collect()
+}
+
+/// Records what this slot ships, then removes the stale images (see `stale`) with
+/// `ctr images rm --sync`, which returns once containerd's garbage collector has freed their
+/// content and snapshots. Costs a ctr start only on the first boot of a new version.
+fn prune_images(sup: &mut Supervisor, slot: Slot, ours: &BTreeSet<String>) {
+    let other = match slot {
+        Slot::A => Slot::B,
+        Slot::B => Slot::A,
+    };
+    if let Err(e) = write_refs(&slot_record(slot), ours) {
+        warn!("{e}; images are not pruned this boot");
+        return;
+    }
+    let mut managed = read_refs(MANAGED);
+    // Imports before this record existed: the last one of each archive.
+    if let Ok(d) = fs::read_dir(IMPORTED_DIR) {
+        for e in d.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".imported") {
+                let text = fs::read_to_string(e.path()).unwrap_or_default();
+                if let Some((_, r)) = text.trim().split_once(' ') {
+                    managed.insert(r.to_string());
+                }
+            }
+        }
+    }
+    let gone = stale(&managed, ours, &read_refs(&slot_record(other)));
+    if gone.is_empty() {
+        return;
+    }
+    let mut args = vec!["images", "rm", "--sync"];
+    args.extend(gone.iter().map(String::as_str));
+    let mut child = match ctr(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("running {CTR} images rm: {e}");
+            return;
+        }
+    };
+    // Its few lines of errors fit in the pipe: read once it has exited.
+    let status = wait_supervised(sup, &mut child, "ctr images rm", IMPORT_LIMIT);
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    match status {
+        Some(0) => say!(
+            "removed {} image(s) no slot ships: {}",
+            gone.len(),
+            gone.join(" ")
+        ),
+        // ctr goes on past a missing image and fails at the end: gone is gone.
+        Some(st) if err.contains("not found") => say!(
+            "removed image(s) no slot ships: {} ({}: {})",
+            gone.join(" "),
+            describe(st),
+            err.trim()
+        ),
+        Some(st) => warn!(
+            "ctr images rm {} failed ({}): {}",
+            gone.join(" "),
+            describe(st),
+            err.trim()
+        ),
+        None => {}
+    }
+    for r in &gone {
+        managed.remove(r);
+    }
+    if let Err(e) = write_refs(MANAGED, &managed) {
+        warn!("{e}");
+    }
 }
 
 /// Where berth-init notes which manifest it imported from each archive.
@@ -580,6 +724,17 @@ pub fn wait_supervised(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_images_are_those_neither_slot_ships() {
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let managed = set(&["a:1", "a:2", "a:3", "web:1", "x:9"]);
+        let ours = set(&["a:3", "web:1"]);
+        let other = set(&["a:2", "web:1"]);
+        assert_eq!(stale(&managed, &ours, &other), ["a:1", "x:9"]);
+        assert!(stale(&managed, &managed, &set(&[])).is_empty());
+        assert!(stale(&set(&[]), &ours, &other).is_empty());
+    }
 
     #[test]
     fn versions_backoff_and_statuses() {

@@ -150,6 +150,16 @@ pub fn blk_size(fd: RawFd) -> io::Result<u64> {
     Ok(size)
 }
 
+/// fstatvfs(2): the bytes of the filesystem holding `fd` that a process without
+/// CAP_SYS_RESOURCE may still use (ext4 keeps its reserved blocks for the others).
+pub fn available_bytes(fd: RawFd) -> io::Result<u64> {
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel writes one struct statvfs into a valid, live, exclusive one.
+    check(unsafe { libc::fstatvfs(fd, &mut st) })?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// syncfs(2): commits the filesystem holding `fd`.
 pub fn syncfs(fd: RawFd) -> io::Result<()> {
     // SAFETY: plain integer argument.
