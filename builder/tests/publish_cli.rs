@@ -346,3 +346,86 @@ fn sigint_during_publish_aws_deletes_the_snapshot_and_exits_130() {
     );
     assert!(!img.join("aws-publish.json").exists());
 }
+
+/// Regression (BAD-3): against an endpoint that accepts connections and never answers, the
+/// publish says what it waits for, and SIGTERM stops it at once (it used to sit through 8 × 120 s
+/// read timeouts, ignoring the signal) with exit 130 and nothing left in the account.
+#[test]
+fn sigterm_stops_a_publish_waiting_on_a_silent_endpoint() {
+    use std::io::{BufRead, BufReader};
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image_dir(tmp.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "publish",
+            "aws",
+            img.to_str().unwrap(),
+            "--endpoint-url",
+            &url,
+        ])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = String::new();
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while !seen.contains("waiting for") {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(l) => seen.push_str(&(l + "\n")),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => panic!("berth ended before waiting:\n{seen}"),
+        }
+        if Instant::now() > give_up {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no 'waiting for' within 60 s:\n{seen}");
+        }
+    }
+    assert!(seen.contains(&url.replace("http://", "")), "{seen}");
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Bounded: a publish that ignores the signal is killed and the test fails.
+    let stop_by = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > stop_by {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("berth publish aws still ran 20 s after SIGTERM:\n{seen}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
+        seen.push_str(&(l + "\n"));
+    }
+    assert_eq!(status.code(), Some(130), "status {status}; stderr:\n{seen}");
+    assert!(
+        seen.contains("interrupted") && seen.contains("nothing had been created"),
+        "stderr:\n{seen}"
+    );
+    assert!(!img.join("aws-publish.json").exists());
+}

@@ -3,7 +3,9 @@
 //! API action, the HTTP status and AWS's error code and message.
 
 use std::io::Read;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -19,19 +21,46 @@ pub struct RetryPolicy {
     /// Backoff before the second attempt; doubled each time, with full jitter.
     pub base_delay: Duration,
     pub max_delay: Duration,
+    /// Bound on one attempt, from connecting to the last byte of the answer.
+    pub attempt_timeout: Duration,
+    /// Bound on a call, all its attempts and pauses included: no retry starts after it.
+    pub total_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
     /// 8 attempts spaced 0.2 s .. 20 s: rides out EBS direct's per-snapshot throttling
-    /// (PutSnapshotBlock is limited per snapshot) and short 5xx bursts, gives up within ~1 min.
+    /// (PutSnapshotBlock is limited per snapshot) and short 5xx bursts. An attempt gets 60 s
+    /// (a 512 KiB block at under 10 KiB/s is not worth waiting for) and a call 3 minutes: an
+    /// endpoint that accepts connections and never answers is given up on within that, where
+    /// it used to take 8 × 120 s of read timeouts.
     fn default() -> Self {
         RetryPolicy {
             max_attempts: 8,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(20),
+            attempt_timeout: Duration::from_secs(60),
+            total_timeout: Duration::from_secs(180),
         }
     }
 }
+
+impl RetryPolicy {
+    /// For deleting what a failed or interrupted run created: a few quick tries, so that an
+    /// endpoint that stopped answering does not hold the exit for long.
+    pub fn cleanup() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            attempt_timeout: Duration::from_secs(15),
+            total_timeout: Duration::from_secs(30),
+            ..RetryPolicy::default()
+        }
+    }
+}
+
+/// How often a waiting call looks at the cancel flag.
+const CANCEL_POLL: Duration = Duration::from_millis(100);
+/// A call still waiting after this says so (progress message or log), and again as often.
+const SLOW_NOTE: Duration = Duration::from_secs(10);
 
 /// A failed AWS call. `status` is `None` when no HTTP response came back.
 #[derive(Debug, Clone)]
@@ -46,6 +75,13 @@ pub struct ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_interrupted() {
+            return write!(
+                f,
+                "{} to {} stopped by a signal",
+                self.action, self.endpoint
+            );
+        }
         match self.status {
             Some(s) => write!(f, "{} failed with HTTP {s}: ", self.action)?,
             None => write!(
@@ -67,6 +103,8 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+const INTERRUPTED: &str = "berth.Interrupted";
+
 const THROTTLING_CODES: &[&str] = &[
     "Throttling",
     "ThrottlingException",
@@ -83,6 +121,22 @@ const THROTTLING_CODES: &[&str] = &[
 ];
 
 impl ApiError {
+    /// The call was stopped by the client's cancel flag (Ctrl-C, SIGTERM).
+    pub fn interrupted(call: &Call, attempts: u32) -> ApiError {
+        ApiError {
+            action: call.action,
+            endpoint: call.endpoint.to_string(),
+            status: None,
+            code: INTERRUPTED.into(),
+            message: "stopped: interrupted".into(),
+            attempts,
+        }
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        self.code == INTERRUPTED && self.status.is_none()
+    }
+
     fn retryable(&self, transport_retryable: bool) -> bool {
         match self.status {
             None => transport_retryable,
@@ -135,14 +189,64 @@ pub struct Client {
     agent: ureq::Agent,
     creds: Credentials,
     pub retry: RetryPolicy,
+    /// Once set, a call in progress gives up within [`CANCEL_POLL`] (its attempt is left to
+    /// end by its own timeout on a detached thread) and no new one starts.
+    cancel: Option<Arc<AtomicBool>>,
+    /// Where a slow call says what it is waiting for.
+    progress: Option<indicatif::ProgressBar>,
+}
+
+/// A [`Call`] with everything owned, for an attempt on its own thread.
+struct OwnedCall {
+    action: &'static str,
+    service: &'static str,
+    region: String,
+    endpoint: Endpoint,
+    method: &'static str,
+    path: String,
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    body_sha256: Option<[u8; 32]>,
+}
+
+impl OwnedCall {
+    fn new(c: &Call) -> OwnedCall {
+        OwnedCall {
+            action: c.action,
+            service: c.service,
+            region: c.region.to_string(),
+            endpoint: c.endpoint.clone(),
+            method: c.method,
+            path: c.path.clone(),
+            query: c.query.clone(),
+            headers: c.headers.clone(),
+            body: c.body.to_vec(),
+            body_sha256: c.body_sha256,
+        }
+    }
+
+    fn call(&self) -> Call<'_> {
+        Call {
+            action: self.action,
+            service: self.service,
+            region: &self.region,
+            endpoint: &self.endpoint,
+            method: self.method,
+            path: self.path.clone(),
+            query: self.query.clone(),
+            headers: self.headers.clone(),
+            body: &self.body,
+            body_sha256: self.body_sha256,
+        }
+    }
 }
 
 impl Client {
     pub fn new(creds: Credentials, retry: RetryPolicy, connections: usize) -> Client {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(10))
-            .timeout_read(Duration::from_secs(120))
-            .timeout_write(Duration::from_secs(120))
+            .timeout(retry.attempt_timeout)
             .max_idle_connections_per_host(connections.max(1) + 2)
             .redirects(0)
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
@@ -151,25 +255,126 @@ impl Client {
             agent,
             creds,
             retry,
+            cancel: None,
+            progress: None,
         }
     }
 
-    /// Sends `call`, retrying per the policy; a non-2xx answer is an [`ApiError`].
+    /// Calls give up (with [`ApiError::interrupted`]) once `flag` is set.
+    pub fn with_cancel(mut self, flag: Arc<AtomicBool>) -> Client {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// A call waiting longer than 10 s says so in `bar`'s message.
+    pub fn with_progress(mut self, bar: Option<indicatif::ProgressBar>) -> Client {
+        self.progress = bar;
+        self
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::SeqCst))
+    }
+
+    /// Sends `call`, retrying per the policy within its total time; a non-2xx answer is an
+    /// [`ApiError`], and so is a cancelled call ([`ApiError::is_interrupted`]).
     pub fn send(&self, call: &Call) -> Result<Response, ApiError> {
+        let start = Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.send_once(call) {
+            if self.cancelled() {
+                return Err(ApiError::interrupted(call, attempt - 1));
+            }
+            match self.attempt(call, attempt, start) {
                 Ok(r) => return Ok(r),
                 Err((mut e, transport_retryable)) => {
                     e.attempts = attempt;
-                    if attempt >= self.retry.max_attempts || !e.retryable(transport_retryable) {
+                    if e.is_interrupted()
+                        || attempt >= self.retry.max_attempts
+                        || !e.retryable(transport_retryable)
+                    {
                         return Err(e);
                     }
                     let delay = backoff(&self.retry, attempt);
+                    if start.elapsed() + delay >= self.retry.total_timeout {
+                        e.message = format!(
+                            "{} (gave up: no answer worth having within {} s)",
+                            e.message,
+                            self.retry.total_timeout.as_secs()
+                        );
+                        return Err(e);
+                    }
                     tracing::debug!(action = call.action, attempt, ?delay, error = %e, "retrying");
-                    std::thread::sleep(delay);
+                    let until = Instant::now() + delay;
+                    while Instant::now() < until {
+                        if self.cancelled() {
+                            return Err(ApiError::interrupted(call, attempt));
+                        }
+                        std::thread::sleep(CANCEL_POLL.min(until - Instant::now()));
+                    }
                 }
+            }
+        }
+    }
+
+    /// One attempt. Without a cancel flag, on this thread; with one, on a thread of its own
+    /// while this one watches the flag, so that a cancel is honoured within [`CANCEL_POLL`]
+    /// even when the server never answers (ureq's blocking I/O cannot be interrupted).
+    fn attempt(
+        &self,
+        call: &Call,
+        attempt: u32,
+        started: Instant,
+    ) -> Result<Response, (ApiError, bool)> {
+        if self.cancel.is_none() && self.progress.is_none() {
+            return self.send_once(call);
+        }
+        let owned = OwnedCall::new(call);
+        let client = self.clone();
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("aws-{}", call.action))
+            .spawn(move || {
+                let _ = tx.send(client.send_once(&owned.call()));
+            })
+            .map_err(|e| {
+                let mut err = ApiError::interrupted(call, attempt);
+                err.code = String::new();
+                err.message = format!("starting a thread for the request: {e}");
+                (err, false)
+            })?;
+        let mut note = SLOW_NOTE;
+        loop {
+            match rx.recv_timeout(CANCEL_POLL) {
+                Ok(r) => return r,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let mut err = ApiError::interrupted(call, attempt);
+                    err.code = String::new();
+                    err.message = "the request's thread ended without an answer".into();
+                    return Err((err, true));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if self.cancelled() {
+                return Err((ApiError::interrupted(call, attempt), false));
+            }
+            let waited = started.elapsed();
+            if waited >= note {
+                let msg = format!(
+                    "waiting for {} to answer {} ({} s, attempt {attempt} of {})",
+                    call.endpoint,
+                    call.action,
+                    waited.as_secs(),
+                    self.retry.max_attempts
+                );
+                match &self.progress {
+                    Some(p) if !p.is_hidden() => p.set_message(msg),
+                    _ => tracing::warn!("{msg}"),
+                }
+                note += SLOW_NOTE;
             }
         }
     }
@@ -340,6 +545,89 @@ fn backoff(p: &RetryPolicy, attempt: u32) -> Duration {
         .unwrap_or(0);
     let frac = f64::from(nanos % 1000) / 1000.0;
     exp.mul_f64(0.5 + frac / 2.0)
+}
+
+#[cfg(test)]
+mod silent_endpoint_tests {
+    use super::*;
+
+    /// Accepts connections on 127.0.0.1 and never answers; returns the endpoint.
+    fn silent() -> Endpoint {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in l.incoming().flatten() {
+                held.push(s);
+            }
+        });
+        Endpoint::parse(&format!("http://{addr}")).unwrap()
+    }
+
+    fn call(e: &Endpoint) -> Call<'_> {
+        Call {
+            action: "DescribeImages",
+            service: "ec2",
+            region: "us-east-1",
+            endpoint: e,
+            method: "POST",
+            path: "/".into(),
+            query: vec![],
+            headers: vec![],
+            body: b"Action=DescribeImages",
+            body_sha256: None,
+        }
+    }
+
+    fn creds() -> Credentials {
+        Credentials {
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".into(),
+            session_token: None,
+        }
+    }
+
+    /// Regression (BAD-3): a call to an endpoint that never answers ends within the policy's
+    /// total time, having tried fewer times than allowed, and says why.
+    #[test]
+    fn a_silent_endpoint_is_given_up_on_within_the_total_time() {
+        let e = silent();
+        let policy = RetryPolicy {
+            max_attempts: 8,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(20),
+            attempt_timeout: Duration::from_millis(400),
+            total_timeout: Duration::from_millis(1000),
+        };
+        let Err(err) = Client::new(creds(), policy, 1).send(&call(&e)) else {
+            panic!("a silent endpoint answered");
+        };
+        assert!(err.status.is_none(), "{err}");
+        assert!(err.attempts >= 2 && err.attempts < 8, "{err}");
+        assert!(err.to_string().contains("gave up"), "{err}");
+    }
+
+    /// Regression (BAD-3): a cancel stops a call that is waiting on a silent endpoint, with an
+    /// error that says so (the attempt is left on its own thread).
+    #[test]
+    fn a_cancel_stops_a_call_waiting_on_a_silent_endpoint() {
+        let e = silent();
+        let flag = Arc::new(AtomicBool::new(false));
+        let c = Client::new(creds(), RetryPolicy::default(), 1).with_cancel(flag.clone());
+        let setter = {
+            let flag = flag.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                flag.store(true, Ordering::SeqCst);
+            })
+        };
+        let Err(err) = c.send(&call(&e)) else {
+            panic!("a silent endpoint answered");
+        };
+        setter.join().unwrap();
+        assert!(err.is_interrupted(), "{err}");
+        assert_eq!(err.attempts, 1, "{err}");
+    }
 }
 
 #[cfg(test)]

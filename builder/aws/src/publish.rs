@@ -243,7 +243,9 @@ pub fn publish(
     let disk_bytes = validate(req)?;
     let ctx = Ctx {
         req,
-        http: Client::new(creds.clone(), req.retry.clone(), req.parallelism),
+        http: Client::new(creds.clone(), req.retry.clone(), req.parallelism)
+            .with_cancel(req.cancel.clone())
+            .with_progress(progress.clone()),
         endpoints,
         progress: progress.as_ref(),
     };
@@ -251,7 +253,23 @@ pub fn publish(
     match run(&ctx, disk_bytes, &mut created) {
         Ok(r) => Ok(r),
         Err(e) => {
-            let report = cleanup(&ctx, &created);
+            // Deleting goes on after a cancel (that is its point), with a few quick tries.
+            if let Some(p) = &progress {
+                p.set_message("cleaning up what this run created");
+            }
+            let cleaner = Ctx {
+                http: Client::new(creds.clone(), RetryPolicy::cleanup(), 1),
+                ..ctx
+            };
+            let report = cleanup(&cleaner, &created);
+            let interrupted = req.cancel.load(Ordering::SeqCst)
+                || e.downcast_ref::<crate::http::ApiError>()
+                    .is_some_and(|a| a.is_interrupted());
+            let e = if interrupted && e.downcast_ref::<Interrupted>().is_none() {
+                anyhow::Error::new(Interrupted).context(e.to_string())
+            } else {
+                e
+            };
             if let Some(p) = &progress {
                 p.abandon_with_message("publish failed");
             }
