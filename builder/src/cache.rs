@@ -222,8 +222,83 @@ pub fn reuse(
         return Ok(None);
     }
     let m = BuildManifest::read(staging)?;
+    mark_used(&dir);
     step.done(&format!("inputs unchanged ({}), checked", key.short()));
     Ok(Some(m))
+}
+
+/// Build results kept by default: the most recently used ones (a result is a few hundred MiB
+/// of allocated blocks; 16 covers the profiles of this repository's tests). `BERTH_CACHE_KEEP`
+/// sets another number (0: keep none but the one just stored).
+pub const DEFAULT_KEEP: usize = 16;
+/// A result nobody used for this long is removed whatever the count.
+pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+/// In each entry: its mtime is when a build last stored or reused it.
+const USED: &str = ".used";
+
+fn mark_used(dir: &Path) {
+    if let Err(e) = fs::write(dir.join(USED), b"") {
+        tracing::debug!("marking {} used: {e}", dir.display());
+    }
+}
+
+/// How many build results to keep: `BERTH_CACHE_KEEP`, or [`DEFAULT_KEEP`].
+pub fn keep_from_env() -> Result<usize> {
+    match std::env::var("BERTH_CACHE_KEEP") {
+        Err(_) => Ok(DEFAULT_KEEP),
+        Ok(v) => v.trim().parse().map_err(|_| {
+            anyhow::anyhow!("BERTH_CACHE_KEEP={v:?}: expected a number of cached build results to keep, like 16")
+        }),
+    }
+}
+
+/// Removes cached build results beyond the `keep` most recently used and those unused for
+/// [`MAX_AGE`], never `current` (the one just stored or reused), and temporary directories of
+/// stores that died more than an hour ago. Returns what was removed, oldest first.
+pub fn evict(cache_dir: &Path, current: &Path, keep: usize) -> Result<Vec<PathBuf>> {
+    let builds = cache_dir.join("builds");
+    let Ok(rd) = fs::read_dir(&builds) else {
+        return Ok(Vec::new());
+    };
+    let now = std::time::SystemTime::now();
+    let age = |p: &Path| {
+        fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .unwrap_or_default()
+    };
+    let mut entries = Vec::new();
+    let mut removed = Vec::new();
+    for e in rd.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".tmp") {
+            if age(&p) > std::time::Duration::from_secs(3600) && fs::remove_dir_all(&p).is_ok() {
+                removed.push(p);
+            }
+            continue;
+        }
+        if p == current || !p.join(MANIFEST).is_file() {
+            continue;
+        }
+        let used = if p.join(USED).exists() {
+            age(&p.join(USED))
+        } else {
+            age(&p)
+        };
+        entries.push((used, p));
+    }
+    // Most recently used first; `current` counts as one of the kept.
+    entries.sort();
+    for (i, (used, p)) in entries.into_iter().enumerate() {
+        if i + 1 >= keep.max(1) || used > MAX_AGE {
+            fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
+            removed.push(p);
+        }
+    }
+    removed.reverse();
+    Ok(removed)
 }
 
 /// Checks the files `names` in `dir` against `dir/SHA256SUMS`: each must be listed, with the
@@ -298,6 +373,20 @@ pub fn store(cache_dir: &Path, key: &Key, staged: &Path, names: &[&str]) {
             "could not cache the build result in {}: {e:#}",
             dir.display()
         );
+        return;
+    }
+    mark_used(&dir);
+    let evicted = keep_from_env().and_then(|keep| evict(cache_dir, &dir, keep));
+    match evicted {
+        Ok(gone) => {
+            for p in gone {
+                tracing::info!(
+                    "removed the least recently used cached build {}",
+                    p.display()
+                );
+            }
+        }
+        Err(e) => tracing::warn!("trimming the build cache: {e:#}"),
     }
 }
 
@@ -319,6 +408,48 @@ fn try_store(dir: &Path, staged: &Path, names: &[&str]) -> Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// Regression (BAD-10, the cache grew without limit): beyond `keep`, the least recently
+    /// used results go; a reuse counts as a use; the current one and non-entries stay.
+    #[test]
+    fn eviction_keeps_the_most_recently_used_results() {
+        let c = tempfile::tempdir().unwrap();
+        let builds = c.path().join("builds");
+        let entry = |n: &str, ago: u64| {
+            let d = builds.join(n);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join(MANIFEST), "{}").unwrap();
+            fs::write(d.join(USED), "").unwrap();
+            let t = std::time::SystemTime::now() - std::time::Duration::from_secs(ago);
+            fs::File::open(d.join(USED))
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+            d
+        };
+        let old = entry("a-old", 3000);
+        let mid = entry("b-mid", 2000);
+        let new = entry("c-new", 1000);
+        let ancient = entry("d-ancient", MAX_AGE.as_secs() + 10);
+        let current = entry("e-current", 5000);
+        fs::create_dir_all(builds.join("not-an-entry")).unwrap();
+        // Keep 3: current + the two most recently used.
+        let gone = evict(c.path(), &current, 3).unwrap();
+        assert_eq!(gone, [ancient.clone(), old.clone()]);
+        assert!(mid.is_dir() && new.is_dir() && current.is_dir());
+        assert!(builds.join("not-an-entry").is_dir());
+        // A reuse of mid makes new the oldest.
+        mark_used(&mid);
+        let gone = evict(c.path(), &current, 2).unwrap();
+        assert_eq!(gone, [new]);
+        assert!(mid.is_dir() && current.is_dir());
+        // keep 0 still keeps the current one.
+        assert_eq!(evict(c.path(), &current, 0).unwrap(), [mid]);
+        assert!(current.is_dir());
+        assert!(evict(&c.path().join("none"), &current, 1)
+            .unwrap()
+            .is_empty());
+    }
 
     /// A profile with one overlay and one sourced file, in a temporary directory.
     struct Fixture {

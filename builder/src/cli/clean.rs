@@ -7,8 +7,9 @@ use clap::Args;
 
 use berth::util::printer::Printer;
 
-/// Remove cached build results (the cache only grows otherwise), keeping the downloaded
-/// packages and the berth-init build unless --all. Prints what was freed.
+/// Remove cached build results, keeping the downloaded packages and the berth-init build
+/// unless --all. Prints what was freed. (Each build keeps only the 16 most recently used
+/// results, or BERTH_CACHE_KEEP, and drops those unused for 30 days.)
 #[derive(Args)]
 pub struct CleanArgs {
     /// Also remove the package cache (debs, apt lists) and the berth-init build.
