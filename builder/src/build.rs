@@ -48,6 +48,7 @@ pub fn build(opts: &BuildOptions, p: &Printer) -> Result<BuildResult> {
         .clone()
         .unwrap_or_else(|| outdir::default_out(&profile));
     output::check_target(&out_dir, outdir::MANIFEST)?;
+    cache::check_dir(&opts.cache_dir)?;
     let lock = fetch::lock_for(&profile, &opts.cache_dir, p)?;
     let init = locate_init(opts, &profile, p)?;
     let formats = formats::plan(opts.formats.as_deref().unwrap_or(&profile.outputs.formats))?;

@@ -181,6 +181,34 @@ fn hash_tree(h: &mut Sha256, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Makes sure `dir` can hold the cache before any work: created if missing; an error naming
+/// it (and `--cache-dir`/`BERTH_CACHE_DIR`) if it is not a directory or cannot be written,
+/// instead of a bare errno from deep in a download or cargo's own error from the berth-init
+/// build.
+pub fn check_dir(dir: &Path) -> Result<()> {
+    let hint = "give --cache-dir (or BERTH_CACHE_DIR) a writable directory";
+    if let Ok(m) = fs::metadata(dir) {
+        if !m.is_dir() {
+            anyhow::bail!(
+                "the cache directory {} is not a directory: {hint}",
+                dir.display()
+            );
+        }
+    }
+    fs::create_dir_all(dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the cache directory {}: {e}; {hint}",
+            dir.display()
+        )
+    })?;
+    tempfile::tempfile_in(dir).map(drop).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot write to the cache directory {}: {e}; {hint}",
+            dir.display()
+        )
+    })
+}
+
 /// Where the entry for `key` lives.
 pub fn entry_dir(cache_dir: &Path, key: &Key) -> PathBuf {
     cache_dir.join("builds").join(&key.0[..32])
@@ -408,6 +436,32 @@ fn try_store(dir: &Path, staged: &Path, names: &[&str]) -> Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// Regression (BAD-10): a file, or a directory that cannot be written, as the cache is an
+    /// error naming it.
+    #[test]
+    fn a_cache_dir_that_cannot_hold_the_cache_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("file");
+        fs::write(&f, "x").unwrap();
+        let e = check_dir(&f).unwrap_err().to_string();
+        assert!(
+            e.contains("file is not a directory") && e.contains("--cache-dir"),
+            "{e}"
+        );
+        let e = check_dir(&f.join("sub")).unwrap_err().to_string();
+        assert!(e.contains("cannot create the cache directory"), "{e}");
+        check_dir(&d.path().join("new/cache")).unwrap();
+        assert!(d.path().join("new/cache").is_dir());
+        // Read-only: only meaningful without CAP_DAC_OVERRIDE (root writes anyway).
+        let ro = d.path().join("ro");
+        fs::create_dir(&ro).unwrap();
+        fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+        if fs::write(ro.join("probe"), "").is_err() {
+            let e = check_dir(&ro).unwrap_err().to_string();
+            assert!(e.contains("cannot write to the cache directory"), "{e}");
+        }
+    }
 
     /// Regression (BAD-10, the cache grew without limit): beyond `keep`, the least recently
     /// used results go; a reuse counts as a use; the current one and non-entries stay.

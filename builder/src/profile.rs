@@ -665,9 +665,26 @@ pub fn load(path: &Path) -> Result<Profile> {
     validate(path, layers)
 }
 
+/// A text file's contents; bytes that are not UTF-8 are an error naming the line and column
+/// of the first (std's own message names neither).
+pub fn read_utf8(path: &Path, what: &str) -> Result<String> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let bad = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..bad];
+        let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+        let col = bad - before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) + 1;
+        anyhow::anyhow!(
+            "{}:{line}:{col}: byte 0x{:02x} is not UTF-8: a {what} is UTF-8 text (TOML), save it as such",
+            path.display(),
+            e.as_bytes()[bad]
+        )
+    })
+}
+
 fn parse_file(path: &Path) -> Result<(RawProfile, String)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading profile {}", path.display()))?;
+    let text = read_utf8(path, "profile")?;
     let raw: RawProfile = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
     match raw.schema {
         Some(SCHEMA_VERSION) => {}
@@ -1551,6 +1568,16 @@ source-date-epoch = 1700000000
             e.contains(&format!("p.toml:{second}:")) && e.contains(&format!("line {first}")),
             "{e}"
         );
+    }
+
+    /// Regression (BAD-10): a profile that is not UTF-8 names the line and column.
+    #[test]
+    fn a_non_utf8_profile_names_the_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("p.toml");
+        std::fs::write(&p, b"schema = 1\n[image]\nname = \"t\xff\"\n").unwrap();
+        let e = format!("{:#}", load(&p).unwrap_err());
+        assert!(e.contains("p.toml:3:10: byte 0xff is not UTF-8"), "{e}");
     }
 
     /// Regressions (BAD-10): a newline in kernel.cmdline, and uid 4294967295.

@@ -22,6 +22,7 @@ pub struct LockArgs {
 pub fn run(a: LockArgs, cache: PathBuf, printer: &Printer) -> Result<()> {
     let p = profile::load(&a.profile)?;
     let step = printer.step("resolve packages");
+    berth::cache::check_dir(&cache)?;
     let l = fetch::resolve_lock(&p, &cache)?;
     step.done(&format!("{} packages", l.packages.len()));
     let path = lock::path_for(&p.path);

@@ -123,8 +123,7 @@ impl Lock {
     }
 
     pub fn read(path: &Path) -> Result<Lock> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading lock file {}", path.display()))?;
+        let text = crate::profile::read_utf8(path, "lock file")?;
         let lock: Lock = toml::from_str(&text).map_err(|e| {
             crate::profile::toml_error(path, &text, &e)
                 .context("the lock file is damaged: fix it or delete it and run `berth lock`")

@@ -49,6 +49,7 @@ pub fn publish(
     image_dir: &Path,
     url_base: &str,
 ) -> Result<Catalog> {
+    check_url_base(url_base)?;
     let mut providers = Vec::new();
     for (file, provider) in BOXES {
         let p = image_dir.join(file);
@@ -109,9 +110,53 @@ pub fn publish(
     Ok(cat)
 }
 
+/// Vagrant fetches boxes from http(s) or file URLs; anything else (a bare path, a typo, a
+/// space) would be written into the catalog and fail only on someone's `vagrant box add`.
+fn check_url_base(url: &str) -> Result<()> {
+    let rest = ["https://", "http://", "file://"]
+        .iter()
+        .find_map(|s| url.strip_prefix(s));
+    match rest {
+        Some(r) if !r.trim_matches('/').is_empty() || url.starts_with("file:///") => {}
+        _ => bail!(
+            "--url-base {url:?} is not a URL Vagrant can fetch from: give https://HOST/PATH, http://HOST/PATH or file:///DIR"
+        ),
+    }
+    if let Some(c) = url
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || "\"<>\\^`{|}".contains(*c))
+    {
+        bail!("--url-base {url:?}: {c:?} does not belong in a URL (percent-encode it)");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (BAD-10): `--url-base "not a url"` was accepted.
+    #[test]
+    fn url_bases_vagrant_cannot_fetch_are_refused() {
+        for bad in [
+            "not a url",
+            "boxes/",
+            "ftp://h/x",
+            "https://",
+            "https://h/a b",
+            "",
+        ] {
+            let e = check_url_base(bad).unwrap_err().to_string();
+            assert!(e.contains("--url-base"), "{bad}: {e}");
+        }
+        for good in [
+            "https://h/boxes/",
+            "http://127.0.0.1:8000",
+            "file:///srv/boxes",
+        ] {
+            check_url_base(good).unwrap();
+        }
+    }
 
     #[test]
     fn versions_are_added_replaced_and_sorted() {
