@@ -166,9 +166,22 @@ pub fn build_profile_delta(
     formats: Option<Vec<berth::formats::Format>>,
     delta_from: Option<PathBuf>,
 ) -> Result<Image> {
+    // Tests of one binary run in parallel and several build the same profile (both update
+    // tests build vm-test-v2): two builds into one output directory at once fail on its lock,
+    // and a rebuild would swap the directory under a test reading it. So builds take turns,
+    // and a build this process already made with the same arguments is not made again.
+    static BUILDS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut made = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
     let ws = workspace()?;
     let root = target_dir().join("vm-tests");
     let out = root.join(format!("out-{}", profile.trim_end_matches(".toml")));
+    let this = format!("{profile} {formats:?} {delta_from:?}");
+    if made.contains(&this) {
+        let manifest = berth::artifacts::BuildManifest::read(&out)?;
+        return Ok(Image { dir: out, manifest });
+    }
+    // Another set of arguments for this profile rebuilds its directory: forget the old one.
+    made.retain(|m| m.split(' ').next() != Some(profile));
     let printer = Printer::new(Mode::Quiet);
     berth::build::build(
         &berth::build::BuildOptions {
@@ -183,6 +196,7 @@ pub fn build_profile_delta(
         },
         &printer,
     )?;
+    made.push(this);
     let manifest = berth::artifacts::BuildManifest::read(&out)?;
     Ok(Image { dir: out, manifest })
 }
