@@ -203,14 +203,22 @@ mod tests {
             p.checksum,
             hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"box2"))
         );
-        let e = publish(&cat, "other/name", "", "1", d.path(), "x").unwrap_err();
+        let e = publish(&cat, "other/name", "", "1", d.path(), "https://h/b").unwrap_err();
         assert!(e.to_string().contains("not \"other/name\""), "{e}");
     }
 
     #[test]
     fn no_boxes_is_an_error_saying_how_to_make_them() {
         let d = tempfile::tempdir().unwrap();
-        let e = publish(&d.path().join("c.json"), "b", "", "1", d.path(), "x").unwrap_err();
+        let e = publish(
+            &d.path().join("c.json"),
+            "b",
+            "",
+            "1",
+            d.path(),
+            "https://h/b",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("vagrant-libvirt"), "{e}");
     }
 }
