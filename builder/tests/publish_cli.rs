@@ -25,6 +25,20 @@ fn berth(args: &[&str], envs: &[(&str, &str)]) -> Output {
     c.output().expect("running berth")
 }
 
+/// berth with test AWS credentials, stderr piped (for tests that signal it mid-run).
+fn spawn_berth(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running berth")
+}
+
 struct Moto {
     child: Child,
     url: String,
@@ -305,17 +319,17 @@ fn sigint_during_publish_aws_deletes_the_snapshot_and_exits_130() {
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 1)
         .collect();
     std::fs::write(img.join("disk.raw"), disk).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["-v", "publish", "aws", img.to_str().unwrap()])
-        .args(["--endpoint-url", &m.url, "--parallel", "1"])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_PROFILE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let img_arg = img.to_str().unwrap();
+    let mut child = spawn_berth(&[
+        "-v",
+        "publish",
+        "aws",
+        img_arg,
+        "--endpoint-url",
+        &m.url,
+        "--parallel",
+        "1",
+    ]);
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
     loop {
@@ -363,22 +377,8 @@ fn sigterm_stops_a_publish_waiting_on_a_silent_endpoint() {
     });
     let tmp = tempfile::tempdir().unwrap();
     let img = image_dir(tmp.path());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args([
-            "publish",
-            "aws",
-            img.to_str().unwrap(),
-            "--endpoint-url",
-            &url,
-        ])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_PROFILE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let img_arg = img.to_str().unwrap();
+    let mut child = spawn_berth(&["publish", "aws", img_arg, "--endpoint-url", &url]);
     let (tx, rx) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
