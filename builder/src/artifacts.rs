@@ -64,12 +64,16 @@ pub struct DebianRecord {
 pub struct KernelRecord {
     pub package: String,
     pub version: String,
-    /// The kernel's path in the root.
+    /// Where slot A's kernel is on the ESP (the root holds none: it boots from the ESP).
     pub vmlinuz: String,
     /// The profile's `kernel.cmdline` (the boot entry's full line is [`BootRecord::cmdline`]).
     pub cmdline: String,
     /// Kernel modules in the root.
     pub modules: usize,
+    /// For a kernel built from `package` (a source package): the `kernel-config/` fragments it
+    /// was configured with, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,11 +262,22 @@ pub fn record(
             architecture: lock.architecture.clone(),
         },
         kernel: KernelRecord {
-            package: profile.kernel.package.clone(),
+            package: profile
+                .kernel
+                .source
+                .as_ref()
+                .map_or(&profile.kernel.package, |s| &s.package)
+                .clone(),
             version: rootfs.kernel.version.clone(),
-            vmlinuz: rootfs.kernel.vmlinuz.as_str().to_string(),
+            vmlinuz: berth_contract::paths::slot_kernel(berth_contract::Slot::A),
             cmdline: profile.kernel.cmdline.clone(),
             modules: rootfs.kernel.modules,
+            config: profile
+                .kernel
+                .source
+                .iter()
+                .flat_map(|s| s.config.iter().map(|f| f.name.clone()))
+                .collect(),
         },
         packages: lock
             .packages
@@ -387,6 +402,7 @@ mod tests {
                 vmlinuz: "/usr/lib/modules/6.1/vmlinuz".into(),
                 cmdline: "console=ttyS0".into(),
                 modules: 3,
+                config: vec![],
             },
             packages: vec![],
             verity: VerityRecord {

@@ -14,7 +14,7 @@ use crate::root::init::{self, Init};
 use crate::units::Bytes;
 use crate::util::output::{self, Staging};
 use crate::util::printer::Printer;
-use crate::{boot, cache, disk, fetch, outdir, root, update};
+use crate::{boot, cache, disk, fetch, kernel, outdir, root, update};
 
 pub struct BuildOptions {
     pub profile: PathBuf,
@@ -42,6 +42,7 @@ pub struct BuildResult {
 }
 
 pub fn build(opts: &BuildOptions, p: &Printer) -> Result<BuildResult> {
+    let started = std::time::Instant::now();
     let profile = load_profile(&opts.profile, p)?;
     let out_dir = opts
         .out
@@ -76,11 +77,13 @@ pub fn build(opts: &BuildOptions, p: &Printer) -> Result<BuildResult> {
     )?;
     if !opts.no_cache {
         if let Some(m) = cache::reuse(&opts.cache_dir, &key, &names, out.path(), p)? {
+            write_metrics(out.path(), &names, true, started, p);
             return commit(out, &names, &m, true);
         }
     }
 
-    let packages = fetch::packages(&profile, &lock, &opts.cache_dir, p)?;
+    let mut packages = fetch::packages(&profile, &lock, &opts.cache_dir, p)?;
+    kernel::stage(&profile, &mut packages, &opts.cache_dir, p)?;
     let rootfs = root::assemble(&profile, &packages, &init, p)?;
     let root = root::image::root_image(&profile, &rootfs, out.path(), p)?;
     let verity = root::image::verity(&root, out.path(), p)?;
@@ -106,7 +109,44 @@ pub fn build(opts: &BuildOptions, p: &Printer) -> Result<BuildResult> {
         .collect();
     let manifest = finish(out.path(), record, &names, known, p)?;
     cache::store(&opts.cache_dir, &key, out.path(), &names);
+    write_metrics(out.path(), &names, false, started, p);
     commit(out, &names, &manifest, false)
+}
+
+/// `build-metrics.json`: seconds per stage and the size of every output (apparent and
+/// allocated: disk images are sparse). Beside manifest.json but not in SHA256SUMS, since
+/// timings differ between identical builds. Best effort: a failure to write it is a warning.
+fn write_metrics(
+    out: &Path,
+    names: &[&str],
+    cached: bool,
+    started: std::time::Instant,
+    p: &Printer,
+) {
+    use std::os::unix::fs::MetadataExt;
+    let stages: Vec<serde_json::Value> = p
+        .timings()
+        .into_iter()
+        .map(|(name, d)| serde_json::json!({"stage": name, "seconds": (d.as_secs_f64() * 1000.0).round() / 1000.0}))
+        .collect();
+    let sizes: Vec<serde_json::Value> = names
+        .iter()
+        .filter_map(|n| {
+            let m = std::fs::metadata(out.join(n)).ok()?;
+            Some(serde_json::json!({"file": n, "bytes": m.len(), "allocated": m.blocks() * 512}))
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "cached": cached,
+        "total-seconds": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        "stages": stages,
+        "files": sizes,
+    });
+    let path = out.join(outdir::BUILD_METRICS);
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
+    if let Err(e) = std::fs::write(&path, text) {
+        tracing::warn!("writing {}: {e}", path.display());
+    }
 }
 
 fn load_profile(path: &Path, p: &Printer) -> Result<Profile> {

@@ -149,7 +149,7 @@ pub fn key(i: &Inputs<'_>) -> Result<Key> {
 /// Hashes a host tree as the overlay reader sees it: sorted names, the execute bit (the only
 /// mode bit an overlay keeps), file contents and symlink targets. An unreadable entry is an
 /// error, as it is for the build.
-fn hash_tree(h: &mut Sha256, dir: &Path) -> Result<()> {
+pub(crate) fn hash_tree(h: &mut Sha256, dir: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mut entries = fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?

@@ -18,9 +18,75 @@ pub fn document(
 ) -> serde_json::Value {
     let mut doc = json!({ "profile": p, "lock": lock_path, "packages": lock.map(|l| &l.packages) });
     if let Some(r) = rootfs {
-        doc["rootfs"] = json!({ "kernel": r.kernel, "entries": entries(r) });
+        let sizes = Sizes::of(p, r);
+        doc["rootfs"] = json!({
+            "kernel": r.kernel,
+            "entries": entries(r),
+            "bytes": sizes.total,
+            "by-package": sizes.by_package.iter().map(|(k, v)| json!({"name": k, "bytes": v})).collect::<Vec<_>>(),
+            "by-directory": sizes.by_dir.iter().map(|(k, v)| json!({"path": k, "bytes": v})).collect::<Vec<_>>(),
+        });
     }
     doc
+}
+
+/// Where the root's bytes go: file contents summed by the package they came from and by
+/// directory (three levels deep), biggest first.
+pub struct Sizes {
+    pub total: u64,
+    pub by_package: Vec<(String, u64)>,
+    pub by_dir: Vec<(String, u64)>,
+}
+
+/// Directory depth the by-directory sums go to (`/usr/lib/modules`).
+const SIZE_DEPTH: usize = 3;
+
+impl Sizes {
+    pub fn of(p: &Profile, r: &RootfsManifest) -> Sizes {
+        use crate::fsimage::manifest::Kind;
+        use std::collections::BTreeMap;
+        let kernel = p
+            .kernel
+            .source
+            .as_ref()
+            .map_or(&p.kernel.package, |s| &s.package);
+        let mut by_package: BTreeMap<String, u64> = BTreeMap::new();
+        let mut by_dir: BTreeMap<String, u64> = BTreeMap::new();
+        let mut total = 0;
+        for (path, e) in r.manifest.iter() {
+            let Kind::File(d) = &e.kind else { continue };
+            let n = d.len() as u64;
+            total += n;
+            let s = path.as_str();
+            let owner = if let Some(pkg) = r.selected.get(path).filter(|p| !p.is_empty()) {
+                pkg.clone()
+            } else if s.starts_with("/usr/lib/modules/") {
+                format!("{kernel} (kernel)")
+            } else if s == INIT_PATH {
+                "berth-init".to_string()
+            } else if s.starts_with(berth_contract::paths::IMAGES_DIR) {
+                "container images".to_string()
+            } else {
+                "berth (generated files, overlays, [[files]])".to_string()
+            };
+            *by_package.entry(owner).or_default() += n;
+            let dir: Vec<&str> = s.split('/').skip(1).collect();
+            let depth = dir.len().saturating_sub(1).min(SIZE_DEPTH);
+            *by_dir
+                .entry(format!("/{}", dir[..depth].join("/")))
+                .or_default() += n;
+        }
+        let sorted = |m: BTreeMap<String, u64>| {
+            let mut v: Vec<(String, u64)> = m.into_iter().collect();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            v
+        };
+        Sizes {
+            total,
+            by_package: sorted(by_package),
+            by_dir: sorted(by_dir),
+        }
+    }
 }
 
 /// One line per root entry: kind, mode, owner, path.
@@ -76,14 +142,25 @@ pub fn render(
             .collect::<Vec<_>>()
             .join(" ")
     ));
-    out.push_str(&format!(
-        "kernel: {} (modules: {})\n",
-        p.kernel.package,
-        p.kernel
-            .modules
-            .as_ref()
-            .map_or("all".to_string(), |m| m.join(" "))
-    ));
+    match &p.kernel.source {
+        Some(src) => out.push_str(&format!(
+            "kernel: built from {} with kernel-config/ fragments {} (no modules)\n",
+            src.package,
+            src.config
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        None => out.push_str(&format!(
+            "kernel: {} (modules: {})\n",
+            p.kernel.package,
+            p.kernel
+                .modules
+                .as_ref()
+                .map_or("all".to_string(), |m| m.join(" "))
+        )),
+    }
     out.push_str(&format!("init: {INIT_PATH}\n"));
     for o in &p.overlays {
         out.push_str(&format!("overlay {}: {}\n", o.name, o.path.display()));
@@ -92,6 +169,19 @@ pub fn render(
         out.push_str(&format!("file {}: {:?}\n", f.path, f.what));
     }
     if let Some(r) = rootfs {
+        use crate::units::Bytes;
+        let sizes = Sizes::of(p, r);
+        out.push_str(&format!(
+            "\n# biggest contributors ({} of file contents)\nby package:\n",
+            Bytes(sizes.total)
+        ));
+        for (name, n) in sizes.by_package.iter().take(12) {
+            out.push_str(&format!("  {:>10}  {name}\n", Bytes(*n).to_string()));
+        }
+        out.push_str("by directory:\n");
+        for (dir, n) in sizes.by_dir.iter().take(12) {
+            out.push_str(&format!("  {:>10}  {dir}\n", Bytes(*n).to_string()));
+        }
         let list = entries(r);
         out.push_str(&format!("\n# every entry ({})\n", list.len()));
         for e in list {

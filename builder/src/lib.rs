@@ -5,6 +5,7 @@
 //!
 //! - [`profile`]: the image definition, raw -> validated;
 //! - [`fetch`]: lock, apt, packages;
+//! - [`kernel`]: kernels built from source with `kernel-config/` fragments;
 //! - [`root`]: the root filesystem manifest (binaries, ELF closure, kernel modules, init,
 //!   containers);
 //! - [`fsimage`]: leaf writers (ext4, FAT, cpio, dm-verity);
@@ -31,6 +32,7 @@ pub mod fetch;
 pub mod formats;
 pub mod fsimage;
 pub mod inspect;
+pub mod kernel;
 pub mod outdir;
 pub mod profile;
 pub mod publish;

@@ -26,6 +26,8 @@ pub const SHA256SUMS: &str = "SHA256SUMS";
 pub const UPDATE_BUNDLE: &str = "update.bundle";
 /// With `--delta-from`: the bundle holding only what changed since that build.
 pub const DELTA_BUNDLE: &str = "update-delta.bundle";
+/// Seconds per stage and output sizes (`berth build`); not in SHA256SUMS, as timings vary.
+pub const BUILD_METRICS: &str = "build-metrics.json";
 /// The files every build writes, in the order they are listed.
 pub const FIXED: &[&str] = &[
     DISK,

@@ -126,6 +126,32 @@ pub struct Kernel {
     pub initrd_modules: Vec<String>,
     /// Module names the main stage loads.
     pub load_modules: Vec<String>,
+    /// Build the kernel from this Debian source package instead of taking `package`'s.
+    pub source: Option<KernelSource>,
+}
+
+/// `[kernel] source` + `config`: a kernel built from a Debian source package, configured from
+/// `allnoconfig` plus the named fragments of `kernel-config/` (crate::kernel).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct KernelSource {
+    /// The source package (`linux-source-6.1`), locked like every package.
+    pub package: String,
+    /// The fragments, in the order given (a later one overrides an earlier one's options).
+    pub config: Vec<KernelFragment>,
+}
+
+/// One `kernel-config/<name>.config` fragment, read when the profile is loaded.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelFragment {
+    pub name: String,
+    /// Where it is on this machine (not part of the build's identity; its content is).
+    #[serde(skip)]
+    pub path: PathBuf,
+    #[serde(skip)]
+    pub text: String,
+    /// SHA-256 of `text`, so the build cache key follows the content.
+    pub sha256: String,
 }
 
 /// Formats derived from disk.raw (which is always written).
@@ -371,6 +397,8 @@ struct RawKernel {
     modules: Option<Vec<String>>,
     initrd_modules: Option<Vec<ModuleName>>,
     load_modules: Option<Vec<ModuleName>>,
+    source: Option<PackageName>,
+    config: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -771,6 +799,44 @@ fn overlay_dir(profile: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
     )
 }
 
+/// A kernel config fragment is a plain name: the file `kernel-config/<name>.config` beside the
+/// profiles directory (as overlays are `overlays/<name>/`).
+fn kernel_fragment(profile: &Path, dir: &Path, name: &str) -> Result<KernelFragment> {
+    let plain = !name.is_empty()
+        && !name.contains(['/', '\\', '\0'])
+        && !name.starts_with('.')
+        && !name.ends_with(".config");
+    if !plain {
+        bail!(
+            "{}: key `kernel.config`: {name:?} is not a fragment name: give the name of a file kernel-config/<name>.config (like \"base\"), without the directory or the .config",
+            profile.display()
+        );
+    }
+    let root = dir.join("..").join("kernel-config");
+    let path = root.join(format!("{name}.config"));
+    if !path.is_file() {
+        bail!(
+            "{}: key `kernel.config`: fragment {name:?} not found at {} (fragments are the files kernel-config/<name>.config beside the profiles directory)",
+            profile.display(),
+            path.display()
+        );
+    }
+    let path = inside(
+        profile,
+        &format!("key `kernel.config`: fragment {name:?}"),
+        &path,
+        &root,
+    )?;
+    let text = read_utf8(&path, "kernel config fragment")?;
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
+    Ok(KernelFragment {
+        name: name.to_string(),
+        path,
+        text,
+        sha256,
+    })
+}
+
 /// Merges the chain (first layer wins) and checks what only the whole can tell.
 fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
     let sources: Vec<PathBuf> = layers.iter().map(|l| l.path.clone()).collect();
@@ -779,6 +845,7 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
     let mut debian = RawDebian::default();
     let mut debian_keyring_dir = PathBuf::new();
     let mut kernel = RawKernel::default();
+    let mut kernel_config: Option<Vec<KernelFragment>> = None;
     let mut runtime = RawRuntime::default();
     let mut boot = RawBoot::default();
     let mut containers: Vec<(RawContainer, PathBuf, PathBuf, String)> = Vec::new();
@@ -816,6 +883,14 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
             kernel.modules = k.modules.or(kernel.modules);
             kernel.initrd_modules = k.initrd_modules.or(kernel.initrd_modules);
             kernel.load_modules = k.load_modules.or(kernel.load_modules);
+            kernel.source = k.source.or(kernel.source);
+            if let Some(names) = k.config {
+                let mut frags = Vec::new();
+                for name in names {
+                    frags.push(kernel_fragment(&layer.path, &dir, &name)?);
+                }
+                kernel_config = Some(frags);
+            }
         }
         if let Some(r) = raw.runtime {
             runtime.packages = r.packages.or(runtime.packages);
@@ -970,6 +1045,29 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
         }
     }
 
+    let source = match (kernel.source.take(), kernel_config) {
+        (Some(pkg), Some(config)) if !config.is_empty() => Some(KernelSource {
+            package: pkg.0,
+            config,
+        }),
+        (Some(pkg), _) => bail!(
+            "{}: key `kernel.source` ({:?}) needs `kernel.config`: the fragments of kernel-config/ to configure it with, e.g. config = [\"base\", \"qemu\"]",
+            top.display(),
+            pkg.0
+        ),
+        (None, Some(_)) => bail!(
+            "{}: key `kernel.config` configures a kernel built from source: give `kernel.source` too (e.g. source = \"linux-source-6.1\"), or drop `config` to use the packaged kernel of `kernel.package`",
+            top.display()
+        ),
+        (None, None) => None,
+    };
+    if source.is_some() && kernel.modules.is_some() {
+        bail!(
+            "{}: key `kernel.modules` selects modules of a packaged kernel; a kernel built from source (`kernel.source`) has everything built in and no modules to select",
+            top.display()
+        );
+    }
+
     if let Some(c) = &kernel.cmdline {
         if c.chars().any(|ch| ch.is_control() && ch != ' ') || c.contains('"') {
             bail!(
@@ -1081,6 +1179,7 @@ fn validate(top: &Path, layers: Vec<Layer>) -> Result<Profile> {
                 .load_modules
                 .map(|m| m.into_iter().map(|m| m.0.replace('-', "_")).collect())
                 .unwrap_or_else(|| DEFAULT_MAIN_MODULES.iter().map(|s| s.to_string()).collect()),
+            source,
         },
         boot: Boot {
             package: boot
@@ -1502,6 +1601,54 @@ source-date-epoch = 1700000000
     /// Regression (host files leaking into the image): an overlay named like a path, or a
     /// `[[files]]` source outside the profile's directory (directly, by `..`, or through a
     /// symlink), is an error naming the key; nothing is read from there.
+    /// `[kernel] source` + `config`: fragments are names under kernel-config/, read with the
+    /// profile (their content goes into the build's identity); each half without the other,
+    /// and a module filter on a kernel without modules, are errors naming the key.
+    #[test]
+    fn source_kernels_take_fragment_names_and_need_both_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let prof = d.path().join("profiles");
+        std::fs::create_dir_all(&prof).unwrap();
+        std::fs::create_dir_all(d.path().join("kernel-config")).unwrap();
+        std::fs::write(d.path().join("kernel-config/base.config"), "CONFIG_A=y\n").unwrap();
+        let with =
+            |kernel: &str| write(&prof, "p.toml", &format!("{MINIMAL}\n[kernel]\n{kernel}\n"));
+        let p = load(&with("source = \"linux-source-6.1\"\nconfig = [\"base\"]")).unwrap();
+        let src = p.kernel.source.unwrap();
+        assert_eq!(src.package, "linux-source-6.1");
+        assert_eq!(src.config[0].name, "base");
+        assert_eq!(src.config[0].text, "CONFIG_A=y\n");
+        assert_eq!(src.config[0].sha256.len(), 64);
+        let err = |k: &str| format!("{:#}", load(&with(k)).unwrap_err());
+        let e = err("source = \"linux-source-6.1\"");
+        assert!(
+            e.contains("`kernel.source`") && e.contains("needs `kernel.config`"),
+            "{e}"
+        );
+        let e = err("config = [\"base\"]");
+        assert!(
+            e.contains("`kernel.config`") && e.contains("give `kernel.source`"),
+            "{e}"
+        );
+        let e =
+            err("source = \"linux-source-6.1\"\nconfig = [\"base\"]\nmodules = [\"kernel/fs/*\"]");
+        assert!(
+            e.contains("`kernel.modules`") && e.contains("no modules"),
+            "{e}"
+        );
+        for bad in ["../../etc/passwd", "base.config", ".hidden", ""] {
+            let e = err(&format!(
+                "source = \"linux-source-6.1\"\nconfig = [{bad:?}]"
+            ));
+            assert!(e.contains("not a fragment name"), "{bad:?}: {e}");
+        }
+        let e = err("source = \"linux-source-6.1\"\nconfig = [\"ghost\"]");
+        assert!(
+            e.contains("fragment \"ghost\" not found") && e.contains("kernel-config"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn overlays_and_sources_cannot_escape() {
         let d = tempfile::tempdir().unwrap();

@@ -290,7 +290,8 @@ fn image_holds_the_runtime_and_its_library_closure() {
         assert!(has(p), "{p} missing from the image");
     }
     let kver = b.manifest["kernel"]["version"].as_str().unwrap();
-    assert!(has(&format!("/usr/lib/modules/{kver}/vmlinuz")));
+    // The kernel is on the ESP only: one copy, not a second one in the root.
+    assert!(!has(&format!("/usr/lib/modules/{kver}/vmlinuz")));
     assert!(has(&format!(
         "/usr/lib/modules/{kver}/kernel/drivers/block/virtio_blk.ko"
     )));
@@ -411,6 +412,43 @@ fn warm_rebuild_reuses_the_cached_result_and_quiet_prints_only_paths() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
     assert_eq!(v["cached"], true);
     assert_eq!(v["roothash"], b.manifest["verity"]["roothash"]);
+    // build-metrics.json: the stages with their seconds, each output's size; outside
+    // SHA256SUMS (timings differ between identical builds).
+    for (dir, cached) in [(&b.out, false), (&out, true)] {
+        let m: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("build-metrics.json")).unwrap()).unwrap();
+        assert_eq!(m["cached"], cached, "{m}");
+        let stages: Vec<&str> = m["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["stage"].as_str().unwrap())
+            .collect();
+        assert!(stages.contains(&"load profile"), "{stages:?}");
+        if !cached {
+            for want in [
+                "assemble rootfs",
+                "write root.ext4",
+                "dm-verity",
+                "disk.raw",
+            ] {
+                assert!(stages.contains(&want), "{want} not in {stages:?}");
+            }
+        }
+        let disk = m["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["file"] == "disk.raw")
+            .unwrap();
+        assert_eq!(
+            disk["bytes"].as_u64().unwrap(),
+            fs::metadata(dir.join("disk.raw")).unwrap().len()
+        );
+        assert!(disk["allocated"].as_u64().unwrap() < disk["bytes"].as_u64().unwrap());
+        let sums = fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+        assert!(!sums.contains("build-metrics.json"), "{sums}");
+    }
 }
 
 /// Writes a variant of the default profile and returns its path.

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,9 +27,6 @@ use berth::fsimage::manifest::{Entry, ImagePath, Kind, Manifest};
 use berth::root::oci::{self, OciImage};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-/// Where [`debian_deb`] keeps the packages it fetched, across test runs.
-const DEBS: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/debs");
 
 fn p(s: &str) -> ImagePath {
     ImagePath::new(s).unwrap()
@@ -60,72 +57,7 @@ fn sh(cmdline: &str, dir: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The first file in `dir` whose name starts with `prefix` and contains `contains`.
-/// A real Debian package for the oracle tests, fetched once with the host's `apt-get download`
-/// into the test's target directory (no root, no change to the host's apt state). `package`
-/// may be a metapackage: its first `linux-image-*`-style dependency is taken when
-/// `follow_depends` names the prefix. `None` (a skip; a failure under CI) when apt cannot get it.
-fn debian_deb(package: &str, follow_depends: Option<&str>) -> Option<PathBuf> {
-    let dir = Path::new(DEBS);
-    fs::create_dir_all(dir).unwrap();
-    let mut name = package.to_string();
-    if let Some(prefix) = follow_depends {
-        let out = Command::new("apt-cache")
-            .args(["depends", "--important", package])
-            .stdin(Stdio::null())
-            .output();
-        let text = out
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        let dep = text.lines().find_map(|l| {
-            l.trim()
-                .strip_prefix("Depends: ")
-                .filter(|d| d.starts_with(prefix))
-                .map(str::to_string)
-        });
-        if !common::require(
-            dep.is_some(),
-            &format!("apt-cache depends {package} names no {prefix}* package"),
-            "run `apt-get update` (ci/install-deps does)",
-        ) {
-            return None;
-        }
-        name = dep.unwrap();
-    }
-    let find = || -> Option<PathBuf> {
-        let mut found: Vec<PathBuf> = fs::read_dir(dir)
-            .ok()?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| {
-                let n = p.file_name().unwrap().to_string_lossy();
-                n.starts_with(&format!("{name}_")) && n.ends_with(".deb")
-            })
-            .collect();
-        found.sort();
-        found.pop()
-    };
-    if let Some(p) = find() {
-        return Some(p);
-    }
-    let out = Command::new("apt-get")
-        .args(["download", &name])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output();
-    let why = match &out {
-        Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
-        Err(e) => e.to_string(),
-    };
-    let got = find();
-    common::require(
-        got.is_some(),
-        &format!("`apt-get download {name}` gave no package ({})", why.trim()),
-        "the host's apt needs its package lists (`apt-get update`; ci/install-deps does)",
-    )
-    .then_some(got)
-    .flatten()
-}
+use common::debian_deb;
 
 // ---------------------------------------------------------------------------------------------
 // cpio

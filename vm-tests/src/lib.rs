@@ -75,7 +75,7 @@ pub fn test_image() -> &'static Image {
     })
 }
 
-/// A scratch copy of profiles/ and overlays/ (so lock files stay out of the repository), made
+/// A scratch copy of profiles/, overlays/ and kernel-config/ (so lock files stay out of the repository), made
 /// once per test process, with the vm-tests' own profile and its OCI archive added.
 fn workspace() -> Result<&'static Path> {
     static WS: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
@@ -90,7 +90,7 @@ fn make_workspace() -> Result<PathBuf> {
     let ws = target_dir().join("vm-tests").join("ws");
     let _ = fs::remove_dir_all(&ws);
     fs::create_dir_all(&ws)?;
-    for d in ["profiles", "overlays"] {
+    for d in ["profiles", "overlays", "kernel-config"] {
         let st = Command::new("cp")
             .arg("-r")
             .arg(repo().join(d))
@@ -182,6 +182,7 @@ pub fn build_profile_delta(
     }
     // Another set of arguments for this profile rebuilds its directory: forget the old one.
     made.retain(|m| m.split(' ').next() != Some(profile));
+    share_kernels(&root.join("cache"))?;
     let printer = Printer::new(Mode::Quiet);
     berth::build::build(
         &berth::build::BuildOptions {
@@ -199,6 +200,48 @@ pub fn build_profile_delta(
     made.push(this);
     let manifest = berth::artifacts::BuildManifest::read(&out)?;
     Ok(Image { dir: out, manifest })
+}
+
+/// The vm-tests' cache keeps its kernels built from source in the user's berth cache
+/// (`$XDG_CACHE_HOME/berth/kernels`), not under the target directory: a kernel takes minutes
+/// to compile, and CI's clean checkouts on one machine then compile it once, not every run.
+fn share_kernels(cache: &Path) -> Result<()> {
+    let link = cache.join("kernels");
+    if fs::symlink_metadata(&link).is_ok() {
+        return Ok(());
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .context("neither XDG_CACHE_HOME nor HOME is set")?;
+    let shared = base.join("berth").join("kernels");
+    fs::create_dir_all(&shared).with_context(|| format!("creating {}", shared.display()))?;
+    fs::create_dir_all(cache)?;
+    std::os::unix::fs::symlink(&shared, &link)
+        .with_context(|| format!("linking {} to {}", link.display(), shared.display()))
+}
+
+/// Builds the source kernel of `profiles/<profile>` (already built once by [`build_profile`],
+/// so its lock exists) again, with `kernels_cache` as the cache: another build directory,
+/// nothing to reuse. Packages come from the vm-tests' shared cache.
+pub fn build_kernel_in(profile: &str, kernels_cache: &Path) -> Result<berth::kernel::Built> {
+    let ws = workspace()?;
+    let printer = Printer::new(Mode::Quiet);
+    let profile = berth::profile::load(&ws.join("profiles").join(profile))?;
+    let src = profile
+        .kernel
+        .source
+        .clone()
+        .context("the profile builds no kernel from source")?;
+    let shared = target_dir().join("vm-tests").join("cache");
+    let lock = berth::fetch::lock_for(&profile, &shared, &printer)?;
+    let packages = berth::fetch::packages(&profile, &lock, &shared, &printer)?;
+    let deb = packages
+        .kernel_source
+        .as_ref()
+        .context("the lock has no kernel-source package")?;
+    berth::kernel::build(&profile, &src, deb, kernels_cache, &printer)
 }
 
 /// The vm-tests' release key: fixed arbitrary bytes, for tests and nothing else.

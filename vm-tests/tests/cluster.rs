@@ -21,6 +21,30 @@ fn etcdctl(c: &Cluster, node: &str, args: &str) -> String {
     out
 }
 
+/// [`etcdctl`] for a write made while a member is down: the two left may be electing a leader
+/// (and on a loaded host, emulated members miss heartbeats), and etcd answers "request timed
+/// out" / "leader changed" then; a client retries, as etcd's own do. Five tries, each bounded.
+fn etcdctl_retrying(c: &Cluster, node: &str, args: &str) -> String {
+    let mut last = String::new();
+    for attempt in 1..=5 {
+        let (code, out) = ssh(c, node, &format!("etcdctl {args}"));
+        if code == 0 {
+            return out;
+        }
+        let transient = ["request timed out", "leader changed", "no leader"]
+            .iter()
+            .any(|m| out.contains(m));
+        assert!(transient, "etcdctl {args} on {node}: {out}");
+        eprintln!(
+            "cluster: etcdctl {args}: try {attempt} failed ({})",
+            out.lines().last().unwrap_or_default()
+        );
+        last = out;
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    panic!("etcdctl {args} on {node} failed 5 times: {last}");
+}
+
 #[test]
 fn three_nodes_form_an_etcd_cluster_that_survives_a_killed_node() {
     let img = build_profile("cluster.toml", Some(vec![])).unwrap();
@@ -91,7 +115,7 @@ fn three_nodes_form_an_etcd_cluster_that_survives_a_killed_node() {
     assert_eq!(st[1].state, "dead", "{st:?}");
     // A leader lost with node 2 is re-elected within etcd's election timeout (5 s here);
     // etcdctl's default 5 s per command could end before that.
-    etcdctl(
+    etcdctl_retrying(
         &c,
         "t-1",
         "--command-timeout=60s put k2 written-while-node-2-was-down",

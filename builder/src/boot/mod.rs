@@ -9,10 +9,9 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::fetch::Packages;
-use crate::fsimage::manifest::Kind;
 use crate::outdir::{FileSum, INITRD, VMLINUZ};
 use crate::profile::Profile;
 use crate::root::init::Init;
@@ -44,10 +43,7 @@ pub fn files(
 ) -> Result<BootFiles> {
     let step = printer.step("initramfs");
     let (initrd, initrd_modules) = initramfs::initramfs(profile, rootfs, &init.bytes)?;
-    let vmlinuz = match rootfs.manifest.get(&rootfs.kernel.vmlinuz).map(|e| &e.kind) {
-        Some(Kind::File(d)) => d.clone(),
-        _ => bail!("the root has no kernel at {}", rootfs.kernel.vmlinuz),
-    };
+    let vmlinuz = rootfs.kernel.vmlinuz.clone();
     let boot_pkg = packages
         .boot
         .iter()

@@ -14,7 +14,9 @@ use berth::{inspect, profile, root};
 pub struct InspectArgs {
     #[arg(default_value = super::DEFAULT_PROFILE)]
     profile: PathBuf,
-    /// Also fetch the packages and list every file of the root filesystem.
+    /// Also fetch the packages, list every file of the root filesystem, and show its biggest
+    /// contributors by package and by directory (a kernel built from source is built, or taken
+    /// from the cache, first).
     #[arg(long)]
     files: bool,
 }
@@ -30,7 +32,8 @@ pub fn run(a: InspectArgs, cache: PathBuf, printer: &Printer) -> Result<()> {
     let rootfs = if a.files {
         let lock = fetch::lock_for(&p, &cache, printer)?;
         let init = root::init::locate(p.init.path.as_deref(), &cache)?;
-        let packages = fetch::packages(&p, &lock, &cache, printer)?;
+        let mut packages = fetch::packages(&p, &lock, &cache, printer)?;
+        berth::kernel::stage(&p, &mut packages, &cache, printer)?;
         Some(root::assemble(&p, &packages, &init, printer)?)
     } else {
         None

@@ -444,6 +444,9 @@ pub enum Role {
     Boot,
     /// Packages container images are made of.
     Image,
+    /// The kernel source a `kernel.source` build unpacks: its dependencies (binutils, xz) are
+    /// the build host's business, not the image's.
+    KernelSource,
 }
 
 impl Role {
@@ -453,6 +456,17 @@ impl Role {
             Role::Runtime => "runtime",
             Role::Boot => "boot",
             Role::Image => "image",
+            Role::KernelSource => "kernel-source",
+        }
+    }
+
+    /// Whether a package taken in this role brings its dependency `dep` along (see
+    /// [`PackageIndex::resolve`]).
+    pub fn follows(self, dep: &str) -> bool {
+        match self {
+            Role::Kernel => dep.starts_with("linux-image-"),
+            Role::Boot | Role::KernelSource => false,
+            Role::Runtime | Role::Image => true,
         }
     }
 }
@@ -513,12 +527,7 @@ impl PackageIndex {
                 continue;
             }
             for d in &e.depends {
-                let follow = match role {
-                    Role::Kernel => d.starts_with("linux-image-"),
-                    Role::Boot => false,
-                    Role::Runtime | Role::Image => true,
-                };
-                if !follow {
+                if !role.follows(d) {
                     continue;
                 }
                 queue.push_back((role, d.clone(), format!("{} {}", e.name, e.version)));

@@ -32,7 +32,7 @@ pub struct LockedPackage {
     pub name: String,
     pub version: String,
     pub architecture: String,
-    /// "kernel" or "runtime".
+    /// "kernel", "kernel-source", "runtime", "boot" or "image".
     pub role: String,
     pub sha256: String,
     pub size: u64,
@@ -46,12 +46,19 @@ pub fn path_for(profile: &Path) -> PathBuf {
 }
 
 /// What the profile asks for, with the role and the key that asked (for error messages).
-fn root_requests(p: &Profile) -> Vec<(Role, String, String)> {
-    let mut r = vec![(
-        Role::Kernel,
-        p.kernel.package.clone(),
-        "the profile's kernel.package".to_string(),
-    )];
+pub(crate) fn root_requests(p: &Profile) -> Vec<(Role, String, String)> {
+    let mut r = vec![match &p.kernel.source {
+        Some(s) => (
+            Role::KernelSource,
+            s.package.clone(),
+            "the profile's kernel.source".to_string(),
+        ),
+        None => (
+            Role::Kernel,
+            p.kernel.package.clone(),
+            "the profile's kernel.package".to_string(),
+        ),
+    }];
     for pkg in &p.runtime.packages {
         r.push((
             Role::Runtime,
@@ -191,6 +198,55 @@ impl Lock {
         Ok(())
     }
 
+    /// Packages of the lock that nothing the profile asks for needs: not a root, and not
+    /// reached from one through the `Depends` of the packages as read (`packages`), with the
+    /// rules `berth lock` resolves by ([`Role::follows`]). A lock edited by hand, or one left
+    /// over from an older profile, would otherwise have them downloaded and listed.
+    pub fn unused(&self, profile: &Profile, packages: &[crate::fetch::PackageData]) -> Vec<String> {
+        use std::collections::{BTreeMap, BTreeSet, VecDeque};
+        let by_name: BTreeMap<&str, &crate::fetch::PackageData> =
+            packages.iter().map(|p| (p.name.as_str(), p)).collect();
+        let mut providers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for p in packages {
+            for v in &p.provides {
+                providers
+                    .entry(v.as_str())
+                    .or_default()
+                    .push(p.name.as_str());
+            }
+        }
+        let locked: BTreeSet<&str> = self.packages.iter().map(|p| p.name.as_str()).collect();
+        let mut reached: BTreeSet<String> = BTreeSet::new();
+        let mut queue: VecDeque<(Role, String)> = root_requests(profile)
+            .into_iter()
+            .map(|(role, name, _)| (role, name))
+            .collect();
+        let mut seen = BTreeSet::new();
+        while let Some((role, name)) = queue.pop_front() {
+            if !seen.insert((role.name(), name.clone())) {
+                continue;
+            }
+            let real: Vec<&str> = if locked.contains(name.as_str()) {
+                vec![name.as_str()]
+            } else {
+                providers.get(name.as_str()).cloned().unwrap_or_default()
+            };
+            for r in real {
+                reached.insert(r.to_string());
+                if let Some(p) = by_name.get(r) {
+                    for d in p.depends.iter().filter(|d| role.follows(d)) {
+                        queue.push_back((role, d.clone()));
+                    }
+                }
+            }
+        }
+        self.packages
+            .iter()
+            .filter(|p| !reached.contains(&p.name))
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect()
+    }
+
     pub fn kernel_packages(&self) -> impl Iterator<Item = &LockedPackage> {
         self.packages.iter().filter(|p| p.role == "kernel")
     }
@@ -224,6 +280,66 @@ mod tests {
                 filename: "pool/main/c/containerd/containerd.deb".into(),
             }],
         }
+    }
+
+    /// Regression (BAD-10): a package in the lock that nothing needs is found, while what the
+    /// roots reach (by name, through `Provides`, through the kernel metapackage, and the boot
+    /// loader taken alone) is not.
+    #[test]
+    fn unused_packages_in_a_lock_are_found() {
+        let d = tempfile::tempdir().unwrap();
+        let prof = d.path().join("p.toml");
+        std::fs::write(
+            &prof,
+            "schema = 1\n[image]\nname = \"t\"\nversion = \"1\"\nsource-date-epoch = 1\n\
+             [kernel]\npackage = \"linux-image-cloud-amd64\"\n\
+             [runtime]\npackages = [\"containerd\"]\nbinaries = [\"/usr/bin/containerd\"]\n",
+        )
+        .unwrap();
+        let profile = crate::profile::load(&prof).unwrap();
+        let locked = |name: &str, role: &str| LockedPackage {
+            name: name.into(),
+            version: "1".into(),
+            role: role.into(),
+            ..sample().packages[0].clone()
+        };
+        let data = |name: &str, depends: &[&str], provides: &[&str]| crate::fetch::PackageData {
+            name: name.into(),
+            version: "1".into(),
+            depends: depends.iter().map(|s| s.to_string()).collect(),
+            provides: provides.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let mut lock = sample();
+        lock.packages = vec![
+            locked("linux-image-cloud-amd64", "kernel"),
+            locked("linux-image-6.1.0-1-cloud-amd64", "kernel"),
+            locked("containerd", "runtime"),
+            locked("libc6", "runtime"),
+            locked("mawk", "runtime"),
+            locked("systemd-boot-efi", "boot"),
+            locked("stray", "runtime"),
+        ];
+        let packages = vec![
+            data(
+                "linux-image-cloud-amd64",
+                &["linux-image-6.1.0-1-cloud-amd64"],
+                &[],
+            ),
+            data(
+                "linux-image-6.1.0-1-cloud-amd64",
+                &["kmod", "initramfs-tools"],
+                &[],
+            ),
+            data("containerd", &["libc6", "awk"], &[]),
+            data("libc6", &[], &[]),
+            data("mawk", &[], &["awk"]),
+            data("systemd-boot-efi", &["libc6"], &[]),
+            data("stray", &["libc6"], &[]),
+        ];
+        assert_eq!(lock.unused(&profile, &packages), ["stray 1"]);
+        lock.packages.retain(|p| p.name != "stray");
+        assert!(lock.unused(&profile, &packages).is_empty());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::units::Bytes;
 use crate::util::printer::Printer;
 use apt::Apt;
 use lock::Lock;
-use packages::Fetched;
+pub use packages::Fetched;
 
 /// Reads the lock next to the profile, or resolves and writes one if there is none.
 pub fn lock_for(profile: &Profile, cache_dir: &Path, printer: &Printer) -> Result<Lock> {
@@ -71,6 +71,9 @@ pub struct Packages {
     pub boot: Vec<PackageData>,
     /// Packages of the images of `[[containers]]`.
     pub image: Vec<PackageData>,
+    /// The kernel source package (`kernel.source`), fetched and checked but not read: it is
+    /// unpacked only when the kernel is not in the cache (crate::kernel).
+    pub kernel_source: Option<Fetched>,
 }
 
 /// Lock -> Packages: fetch (or take from the cache) what the lock names, check each against
@@ -92,7 +95,21 @@ pub fn packages(
     step.done(&format!("{} packages, {}", fetched.len(), Bytes(total)));
 
     let step = printer.step("read packages");
+    let (source, fetched): (Vec<Fetched>, Vec<Fetched>) = fetched
+        .into_iter()
+        .partition(|f| f.locked.role == apt::Role::KernelSource.name());
     let datas = read_packages(&fetched)?;
+    let unused = lock.unused(profile, &datas);
+    if !unused.is_empty() {
+        anyhow::bail!(
+            "{}: the lock lists {} that nothing in {} needs: {}. Run `berth lock {}` to re-create the lock",
+            lock::path_for(&profile.path).display(),
+            if unused.len() == 1 { "a package" } else { "packages" },
+            profile.path.display(),
+            unused.join(", "),
+            profile.path.display()
+        );
+    }
     step.done(&format!(
         "{} entries",
         datas.iter().map(|d| d.entries.len()).sum::<usize>()
@@ -113,6 +130,7 @@ pub fn packages(
         runtime: take("runtime"),
         boot: take("boot"),
         image: take("image"),
+        kernel_source: source.into_iter().next(),
     })
 }
 

@@ -52,8 +52,17 @@ fn find(explicit: Option<&Path>, cache_dir: &Path) -> Result<(PathBuf, Vec<u8>)>
             "no berth-init found: pass --init PATH (a static berth-init), set `init.path` in the profile, or install a static berth-init next to the berth executable"
         );
     }
-    // In a source tree, always build it (cargo makes this a no-op when nothing changed), so the
-    // image never carries a stale init.
+    // In a source tree: the init built from exactly these sources (and this compiler) is kept
+    // under their hash, so a build whose init sources did not change does not run cargo at all
+    // (its no-op check alone costs a second); otherwise cargo builds it, and the image never
+    // carries a stale init.
+    let key = source_key(ws)?;
+    let kept = cache_dir.join("init").join(&key[..32]).join("berth-init");
+    if let Ok(data) = std::fs::read(&kept) {
+        if check_static(&kept, &data).is_ok() {
+            return Ok((kept, data));
+        }
+    }
     let target = cache_dir.join("init-build");
     Cmd::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .args([
@@ -78,7 +87,42 @@ fn find(explicit: Option<&Path>, cache_dir: &Path) -> Result<(PathBuf, Vec<u8>)>
     let p = target.join("release/berth-init");
     let data = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
     check_static(&p, &data)?;
+    keep(&kept, &data);
     Ok((p, data))
+}
+
+/// What the init is built from: its crate, the contract crate, the workspace manifest and lock,
+/// and the compiler's version.
+fn source_key(ws: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for dir in ["rootfs/init", "contract/src"] {
+        h.update(dir.as_bytes());
+        crate::cache::hash_tree(&mut h, &ws.join(dir))?;
+    }
+    for f in ["Cargo.toml", "Cargo.lock", "contract/Cargo.toml"] {
+        let data = std::fs::read(ws.join(f)).with_context(|| format!("reading {f}"))?;
+        h.update(f.as_bytes());
+        h.update((data.len() as u64).to_le_bytes());
+        h.update(data);
+    }
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    h.update(Cmd::new(rustc).arg("-vV").stdout().unwrap_or_default());
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Keeps a built init under its source key (a temporary file renamed into place). Best
+/// effort: without it the next build runs cargo again.
+fn keep(kept: &Path, data: &[u8]) {
+    let Some(dir) = kept.parent() else { return };
+    let r = std::fs::create_dir_all(dir).and_then(|()| {
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        std::io::Write::write_all(&mut tmp, data)?;
+        tmp.persist(kept).map(|_| ()).map_err(|e| e.error)
+    });
+    if let Err(e) = r {
+        tracing::warn!("keeping berth-init in {}: {e}", dir.display());
+    }
 }
 
 fn check_static(p: &Path, data: &[u8]) -> Result<()> {

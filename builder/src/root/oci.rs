@@ -279,18 +279,8 @@ pub fn normalize_reference(name: &str) -> Result<String> {
 /// Seconds since the epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`).
 pub fn rfc3339(secs: i64) -> Result<String> {
     ensure!(secs >= 0, "timestamp {secs} is before 1970");
-    let days = secs / 86_400;
     let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm), valid for every non-negative day count.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = crate::units::civil_from_days(secs / 86_400);
     Ok(format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,

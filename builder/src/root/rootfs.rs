@@ -85,9 +85,11 @@ pub const INIT_PATH: &str = "/usr/sbin/berth-init";
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelInfo {
     pub version: String,
-    /// `/usr/lib/modules/<version>/vmlinuz` in the image (kernel-install layout), so an update
-    /// bundle or the ESP writer can take the kernel from the root it boots.
-    pub vmlinuz: ImagePath,
+    /// The kernel image. It goes to the ESP (and into update bundles), not into the root:
+    /// nothing on the machine reads a kernel from its root, and a second copy would cost the
+    /// root its size (14 MiB for Debian's cloud kernel).
+    #[serde(skip)]
+    pub vmlinuz: Arc<Vec<u8>>,
     pub modules: usize,
 }
 
@@ -336,11 +338,9 @@ fn add_kernel(profile: &Profile, kernel: &PackageData, img: &mut Manifest) -> Re
             );
         }
     }
-    let vmlinuz = moddir.join("vmlinuz")?;
-    img.insert(vmlinuz.clone(), Entry::file(data.to_vec(), 0o644, 0))?;
     Ok(KernelInfo {
         version,
-        vmlinuz,
+        vmlinuz: data,
         modules,
     })
 }

@@ -101,6 +101,65 @@ impl Cmd {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs a long job: `input` (if any) is fed to stdin from a thread, every stdout line is
+    /// handed to `on_line` as it comes (progress), and only the last lines of stderr are kept,
+    /// for the error of a non-zero exit (a kernel build writes megabytes of warnings there).
+    pub fn stream(&self, input: Option<&[u8]>, on_line: &mut dyn FnMut(&str)) -> Result<()> {
+        use std::io::{BufRead, BufReader, Write};
+        tracing::debug!(cmd = %self.display(), "running");
+        let mut c = self.command();
+        c.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .with_context(|| format!("could not start `{}`", self.program.to_string_lossy()))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let (fed, err_tail) = std::thread::scope(|s| {
+            let feeder = s.spawn(move || -> std::io::Result<()> {
+                if let (Some(mut w), Some(data)) = (stdin, input) {
+                    w.write_all(data)?;
+                }
+                Ok(())
+            });
+            let errs = s.spawn(move || {
+                let mut last: std::collections::VecDeque<String> = Default::default();
+                if let Some(e) = stderr {
+                    for line in BufReader::new(e).lines().map_while(|l| l.ok()) {
+                        if last.len() == STDERR_TAIL_LINES * 4 {
+                            last.pop_front();
+                        }
+                        last.push_back(line);
+                    }
+                }
+                last.into_iter().collect::<Vec<_>>().join("\n")
+            });
+            if let Some(o) = stdout {
+                for line in BufReader::new(o).split(b'\n').map_while(|l| l.ok()) {
+                    on_line(&String::from_utf8_lossy(&line));
+                }
+            }
+            (
+                feeder.join().unwrap_or(Ok(())),
+                errs.join().unwrap_or_default(),
+            )
+        });
+        let status = child
+            .wait()
+            .with_context(|| format!("waiting for `{}`", self.display()))?;
+        if !status.success() {
+            bail!("`{}` failed ({status}){}", self.display(), tail(&err_tail));
+        }
+        fed.with_context(|| format!("feeding the input of `{}`", self.display()))?;
+        Ok(())
+    }
+
     /// Runs and returns the raw output whatever the exit status (for tools whose non-zero exit is
     /// an answer, like `e2fsck -n` or `veritysetup verify`).
     pub fn output_unchecked(&self) -> Result<Output> {
@@ -179,6 +238,29 @@ mod tests {
             .stdout()
             .unwrap();
         assert_eq!(out.trim(), "done");
+    }
+
+    #[test]
+    fn stream_feeds_stdin_hands_out_lines_and_reports_the_stderr_tail() {
+        let mut lines = Vec::new();
+        Cmd::new("sh")
+            .args(["-c", "tr a-z A-Z; echo second"])
+            .stream(Some(b"first\n"), &mut |l| lines.push(l.to_string()))
+            .unwrap();
+        assert_eq!(lines, ["FIRST", "second"]);
+        let e = Cmd::new("sh")
+            .args([
+                "-c",
+                "for i in $(seq 200); do echo noise$i >&2; done; echo fatal >&2; exit 2",
+            ])
+            .stream(None, &mut |_| {})
+            .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("exit status: 2") && msg.contains("fatal"),
+            "{msg}"
+        );
+        assert!(!msg.contains("noise1\n"), "only the tail is kept: {msg}");
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub enum Mode {
 pub struct Printer {
     mode: Mode,
     multi: MultiProgress,
+    /// Every finished step with its duration, in order (build-metrics.json).
+    timings: std::sync::Mutex<Vec<(String, Duration)>>,
 }
 
 impl Printer {
@@ -28,7 +30,11 @@ impl Printer {
         if mode != Mode::Normal {
             multi.set_draw_target(ProgressDrawTarget::hidden());
         }
-        Printer { mode, multi }
+        Printer {
+            mode,
+            multi,
+            timings: Default::default(),
+        }
     }
 
     pub fn mode(&self) -> Mode {
@@ -49,6 +55,22 @@ impl Printer {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
+        bar.set_message(msg.to_string());
+        Some(bar)
+    }
+
+    /// A counter of steps whose total is unknown (a kernel compile), or `None` when nothing is
+    /// drawn.
+    pub fn counter(&self, msg: &str) -> Option<ProgressBar> {
+        if self.mode != Mode::Normal || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            return None;
+        }
+        let bar = self.multi.add(ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template("  {spinner} {msg:24} {pos:>6} steps {elapsed:>5}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
         bar.set_message(msg.to_string());
         Some(bar)
     }
@@ -75,6 +97,11 @@ impl Printer {
         if self.mode != Mode::Json {
             stdout_line(msg);
         }
+    }
+
+    /// The steps finished so far, with their durations.
+    pub fn timings(&self) -> Vec<(String, Duration)> {
+        self.timings.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
     pub fn is_json(&self) -> bool {
@@ -108,6 +135,9 @@ impl Step<'_> {
     pub fn done(self, detail: &str) -> Duration {
         let d = self.start.elapsed();
         tracing::info!(step = %self.name, secs = d.as_secs_f64(), "done");
+        if let Ok(mut t) = self.printer.timings.lock() {
+            t.push((self.name.clone(), d));
+        }
         self.printer.info(&format!(
             "  {:<28} {:>7.2}s  {detail}",
             self.name,

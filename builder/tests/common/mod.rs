@@ -5,7 +5,12 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Where [`debian_deb`] keeps the packages it fetched, across test runs.
+const DEBS: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/debs");
 
 /// Whether a missing tool or fixture fails the test instead of skipping it.
 pub fn strict() -> bool {
@@ -86,4 +91,70 @@ pub fn manifest_json(name: &str, version: &str, roothash: &str) -> String {
         "rootfs": {"entries": 0, "files": []}
     })
     .to_string()
+}
+
+/// A real Debian package for the oracle tests, fetched once with the host's `apt-get download`
+/// into the test's target directory (no root, no change to the host's apt state). `package`
+/// may be a metapackage: its first `linux-image-*`-style dependency is taken when
+/// `follow_depends` names the prefix. `None` (a skip; a failure under CI) when apt cannot get it.
+pub fn debian_deb(package: &str, follow_depends: Option<&str>) -> Option<PathBuf> {
+    let dir = Path::new(DEBS);
+    fs::create_dir_all(dir).unwrap();
+    let mut name = package.to_string();
+    if let Some(prefix) = follow_depends {
+        let out = Command::new("apt-cache")
+            .args(["depends", "--important", package])
+            .stdin(Stdio::null())
+            .output();
+        let text = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let dep = text.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("Depends: ")
+                .filter(|d| d.starts_with(prefix))
+                .map(str::to_string)
+        });
+        if !require(
+            dep.is_some(),
+            &format!("apt-cache depends {package} names no {prefix}* package"),
+            "run `apt-get update` (ci/install-deps does)",
+        ) {
+            return None;
+        }
+        name = dep.unwrap();
+    }
+    let find = || -> Option<PathBuf> {
+        let mut found: Vec<PathBuf> = fs::read_dir(dir)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with(&format!("{name}_")) && n.ends_with(".deb")
+            })
+            .collect();
+        found.sort();
+        found.pop()
+    };
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    let out = Command::new("apt-get")
+        .args(["download", &name])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output();
+    let why = match &out {
+        Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+        Err(e) => e.to_string(),
+    };
+    let got = find();
+    require(
+        got.is_some(),
+        &format!("`apt-get download {name}` gave no package ({})", why.trim()),
+        "the host's apt needs its package lists (`apt-get update`; ci/install-deps does)",
+    )
+    .then_some(got)
+    .flatten()
 }

@@ -32,6 +32,10 @@ pub fn run() -> Result<()> {
         warn!("{w}");
     }
     let keys = c.boot_args()?;
+    // Which kernel booted: `quiet` hides the kernel's own banner.
+    if let Ok(release) = crate::read_trim("/proc/sys/kernel/osrelease") {
+        say!("initrd: kernel release={release}");
+    }
     let n = load_modules(MODULE_LIST)?;
     say!("initrd: modules loaded n={n}");
 

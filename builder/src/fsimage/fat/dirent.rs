@@ -35,7 +35,7 @@ impl DosTime {
     pub fn from_unix(secs: i64) -> DosTime {
         let days = secs.div_euclid(86_400);
         let sod = secs.rem_euclid(86_400);
-        let (y, m, d) = civil_from_days(days);
+        let (y, m, d) = crate::units::civil_from_days(days);
         if y < 1980 {
             return DosTime {
                 date: (1 << 5) | 1,
@@ -57,21 +57,6 @@ impl DosTime {
             tenths: ((s % 2) * 100) as u8,
         }
     }
-}
-
-/// Days since 1970-01-01 to (year, month 1–12, day 1–31), proleptic Gregorian (Howard
-/// Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// A short (8.3) directory entry.
