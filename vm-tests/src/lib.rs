@@ -237,11 +237,12 @@ pub fn build_kernel_in(profile: &str, kernels_cache: &Path) -> Result<berth::ker
     let shared = target_dir().join("vm-tests").join("cache");
     let lock = berth::fetch::lock_for(&profile, &shared, &printer)?;
     let packages = berth::fetch::packages(&profile, &lock, &shared, &printer)?;
-    let deb = packages
+    let locked = packages
         .kernel_source
         .as_ref()
         .context("the lock has no kernel-source package")?;
-    berth::kernel::build(&profile, &src, deb, kernels_cache, &printer)
+    let fetch = || berth::fetch::fetch_one(&profile, locked, &shared, &printer);
+    berth::kernel::build(&profile, &src, locked, &fetch, kernels_cache, &printer)
 }
 
 /// The vm-tests' release key: fixed arbitrary bytes, for tests and nothing else.

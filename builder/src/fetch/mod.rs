@@ -11,14 +11,14 @@ pub mod packages;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::fsimage::manifest::{Entry, ImagePath};
 use crate::profile::Profile;
 use crate::units::Bytes;
 use crate::util::printer::Printer;
 use apt::Apt;
-use lock::Lock;
+use lock::{Lock, LockedPackage};
 pub use packages::Fetched;
 
 /// Reads the lock next to the profile, or resolves and writes one if there is none.
@@ -71,9 +71,9 @@ pub struct Packages {
     pub boot: Vec<PackageData>,
     /// Packages of the images of `[[containers]]`.
     pub image: Vec<PackageData>,
-    /// The kernel source package (`kernel.source`), fetched and checked but not read: it is
+    /// The kernel source package (`kernel.source`) as locked: fetched ([`fetch_one`]) and
     /// unpacked only when the kernel is not in the cache (crate::kernel).
-    pub kernel_source: Option<Fetched>,
+    pub kernel_source: Option<LockedPackage>,
 }
 
 /// Lock -> Packages: fetch (or take from the cache) what the lock names, check each against
@@ -85,19 +85,23 @@ pub fn packages(
     printer: &Printer,
 ) -> Result<Packages> {
     let step = printer.step("fetch packages");
-    let total: u64 = lock.packages.iter().map(|p| p.size).sum();
+    // The kernel source is fetched only when the kernel is not in the kernel cache
+    // (crate::kernel, through [`fetch_one`]): its cache key needs only the lock's sha256.
+    let (source, wanted): (Vec<LockedPackage>, Vec<LockedPackage>) = lock
+        .packages
+        .iter()
+        .cloned()
+        .partition(|p| p.role == apt::Role::KernelSource.name());
+    let total: u64 = wanted.iter().map(|p| p.size).sum();
     let fetched = packages::fetch(
         cache_dir,
-        &lock.packages,
+        &wanted,
         &mut || make_apt(profile, cache_dir),
         printer.bytes_bar(total, "packages"),
     )?;
     step.done(&format!("{} packages, {}", fetched.len(), Bytes(total)));
 
     let step = printer.step("read packages");
-    let (source, fetched): (Vec<Fetched>, Vec<Fetched>) = fetched
-        .into_iter()
-        .partition(|f| f.locked.role == apt::Role::KernelSource.name());
     let datas = read_packages(&fetched)?;
     let unused = lock.unused(profile, &datas);
     if !unused.is_empty() {
@@ -132,6 +136,23 @@ pub fn packages(
         image: take("image"),
         kernel_source: source.into_iter().next(),
     })
+}
+
+/// Fetches one locked package (or takes it from the cache), checked against its SHA-256.
+pub fn fetch_one(
+    profile: &Profile,
+    locked: &LockedPackage,
+    cache_dir: &Path,
+    printer: &Printer,
+) -> Result<Fetched> {
+    let mut got = packages::fetch(
+        cache_dir,
+        std::slice::from_ref(locked),
+        &mut || make_apt(profile, cache_dir),
+        printer.bytes_bar(locked.size, &locked.name),
+    )?;
+    got.pop()
+        .with_context(|| format!("fetching package {} {}", locked.name, locked.version))
 }
 
 /// Reads the fetched packages' data (xz/zstd decompression dominates; two threads).

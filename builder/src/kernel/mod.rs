@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::fetch::lock::LockedPackage;
 use crate::fetch::{Fetched, PackageData, Packages};
 use crate::fsimage::manifest::{Entry, ImagePath};
 use crate::profile::{KernelSource, Profile};
@@ -105,15 +106,16 @@ pub fn stage(
     let Some(src) = &profile.kernel.source else {
         return Ok(());
     };
-    let Some(deb) = &packages.kernel_source else {
+    let Some(locked) = &packages.kernel_source else {
         bail!(
             "the lock has no package with role kernel-source for kernel.source {:?}: run `berth lock {}`",
             src.package,
             profile.path.display()
         );
     };
-    let built = build(profile, src, deb, cache_dir, printer)?;
-    packages.kernel = vec![built.package_data(profile, &deb.locked.name)?];
+    let fetch = || crate::fetch::fetch_one(profile, locked, cache_dir, printer);
+    let built = build(profile, src, locked, &fetch, cache_dir, printer)?;
+    packages.kernel = vec![built.package_data(profile, &locked.name)?];
     Ok(())
 }
 
@@ -160,13 +162,19 @@ impl Built {
 }
 
 /// What identifies a kernel build: any change here is a different kernel.
-fn cache_key(src: &KernelSource, deb: &Fetched, merged: &str, toolchain: &str, sde: i64) -> String {
+fn cache_key(
+    src: &KernelSource,
+    deb: &LockedPackage,
+    merged: &str,
+    toolchain: &str,
+    sde: i64,
+) -> String {
     let mut h = Sha256::new();
     for (k, v) in [
         ("recipe", RECIPE),
-        ("package", deb.locked.name.as_str()),
-        ("version", deb.locked.version.as_str()),
-        ("sha256", deb.locked.sha256.as_str()),
+        ("package", deb.name.as_str()),
+        ("version", deb.version.as_str()),
+        ("sha256", deb.sha256.as_str()),
         ("config", merged),
         ("toolchain", toolchain),
         ("timestamp", &sde.to_string()),
@@ -201,11 +209,13 @@ fn toolchain() -> Result<String> {
     Ok(s)
 }
 
-/// Builds (or reuses) the kernel `src` describes.
+/// Builds (or reuses) the kernel `src` describes, from the source package `locked`, which
+/// `fetch` gets only when the kernel is not in the cache.
 pub fn build(
     profile: &Profile,
     src: &KernelSource,
-    deb: &Fetched,
+    locked: &LockedPackage,
+    fetch: &dyn Fn() -> Result<Fetched>,
     cache_dir: &Path,
     printer: &Printer,
 ) -> Result<Built> {
@@ -224,7 +234,7 @@ pub fn build(
         );
     }
     let sde = profile.image.source_date_epoch;
-    let key = cache_key(src, deb, &merged.text(), &toolchain()?, sde);
+    let key = cache_key(src, locked, &merged.text(), &toolchain()?, sde);
     let kernels = cache_dir.join("kernels");
     let dir = kernels.join(&key[..32]);
     if let Some(b) = reuse(&dir)? {
@@ -244,9 +254,10 @@ pub fn build(
         .prefix(&format!(".tmp-{}-", std::process::id()))
         .tempdir_in(&kernels)
         .with_context(|| format!("creating a build directory in {}", kernels.display()))?;
+    let deb = fetch()?;
     let tree = unpack(
         &deb.path,
-        &format!("{} {}", deb.locked.name, deb.locked.version),
+        &format!("{} {}", locked.name, locked.version),
         work.path(),
         printer,
     )?;
