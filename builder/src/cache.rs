@@ -106,7 +106,8 @@ pub fn key(i: &Inputs<'_>) -> Result<Key> {
     field("init", &Sha256::digest(i.init));
     for o in &i.profile.overlays {
         let mut t = Sha256::new();
-        hash_tree(&mut t, &o.path).with_context(|| format!("overlay {}", o.name))?;
+        crate::util::digest::hash_tree(&mut t, &o.path)
+            .with_context(|| format!("overlay {}", o.name))?;
         field("overlay", &t.finalize());
     }
     if let Some(k) = &i.profile.update.public_key {
@@ -123,7 +124,8 @@ pub fn key(i: &Inputs<'_>) -> Result<Key> {
         if let profile::ImageSource::Archive(p) = &c.source {
             let mut t = Sha256::new();
             if p.is_dir() {
-                hash_tree(&mut t, p).with_context(|| format!("[[containers]] {:?}", c.name))?;
+                crate::util::digest::hash_tree(&mut t, p)
+                    .with_context(|| format!("[[containers]] {:?}", c.name))?;
             } else {
                 t.update(crate::util::digest::sha256_file(p).with_context(|| {
                     format!("[[containers]] {:?}: reading {}", c.name, p.display())
@@ -144,41 +146,6 @@ pub fn key(i: &Inputs<'_>) -> Result<Key> {
         field("file", spec.to_string().as_bytes());
     }
     Ok(Key(hex::encode(h.finalize())))
-}
-
-/// Hashes a host tree as the overlay reader sees it: sorted names, the execute bit (the only
-/// mode bit an overlay keeps), file contents and symlink targets. An unreadable entry is an
-/// error, as it is for the build.
-pub(crate) fn hash_tree(h: &mut Sha256, dir: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut entries = fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .collect::<std::io::Result<Vec<_>>>()
-        .with_context(|| format!("reading {}", dir.display()))?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let p = e.path();
-        let m = fs::symlink_metadata(&p).with_context(|| format!("reading {}", p.display()))?;
-        let name = e.file_name();
-        h.update((name.len() as u64).to_le_bytes());
-        h.update(name.as_encoded_bytes());
-        h.update([u8::from(m.permissions().mode() & 0o111 != 0)]);
-        if m.is_dir() {
-            h.update(b"d");
-            hash_tree(h, &p)?;
-            h.update(b"..");
-        } else if m.file_type().is_symlink() {
-            let t = fs::read_link(&p).with_context(|| format!("reading {}", p.display()))?;
-            h.update(b"l");
-            h.update(t.as_os_str().as_encoded_bytes());
-        } else {
-            let data = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-            h.update(b"f");
-            h.update((data.len() as u64).to_le_bytes());
-            h.update(data);
-        }
-    }
-    Ok(())
 }
 
 /// Makes sure `dir` can hold the cache before any work: created if missing; an error naming

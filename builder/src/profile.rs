@@ -131,7 +131,7 @@ pub struct Kernel {
 }
 
 /// `[kernel] source` + `config`: a kernel built from a Debian source package, configured from
-/// `allnoconfig` plus the named fragments of `kernel-config/` (crate::kernel).
+/// `allnoconfig` plus the named fragments of `kernel-config/` (the kernel stage).
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct KernelSource {

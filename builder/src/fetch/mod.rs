@@ -72,7 +72,7 @@ pub struct Packages {
     /// Packages of the images of `[[containers]]`.
     pub image: Vec<PackageData>,
     /// The kernel source package (`kernel.source`) as locked: fetched ([`fetch_one`]) and
-    /// unpacked only when the kernel is not in the cache (crate::kernel).
+    /// unpacked only when the kernel is not in the cache (the kernel stage).
     pub kernel_source: Option<LockedPackage>,
 }
 
@@ -86,7 +86,7 @@ pub fn packages(
 ) -> Result<Packages> {
     let step = printer.step("fetch packages");
     // The kernel source is fetched only when the kernel is not in the kernel cache
-    // (crate::kernel, through [`fetch_one`]): its cache key needs only the lock's sha256.
+    // (the kernel stage, through [`fetch_one`]): its cache key needs only the lock's sha256.
     let (source, wanted): (Vec<LockedPackage>, Vec<LockedPackage>) = lock
         .packages
         .iter()

@@ -98,7 +98,7 @@ fn source_key(ws: &Path) -> Result<String> {
     let mut h = Sha256::new();
     for dir in ["rootfs/init", "contract/src"] {
         h.update(dir.as_bytes());
-        crate::cache::hash_tree(&mut h, &ws.join(dir))?;
+        crate::util::digest::hash_tree(&mut h, &ws.join(dir))?;
     }
     for f in ["Cargo.toml", "Cargo.lock", "contract/Cargo.toml"] {
         let data = std::fs::read(ws.join(f)).with_context(|| format!("reading {f}"))?;

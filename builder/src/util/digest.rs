@@ -1,9 +1,10 @@
 //! Content-derived identifiers and file digests: every UUID, seed and salt in an image comes
 //! from here, so the same inputs give the same bytes.
 
+use std::fs;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 /// Derives 16 bytes from a label and a digest (UUIDs, seeds): content-addressed, never random.
@@ -39,6 +40,41 @@ pub fn uuid_string(u: &[u8; 16]) -> String {
         &h[16..20],
         &h[20..]
     )
+}
+
+/// Hashes a host tree as the overlay reader sees it: sorted names, the execute bit (the only
+/// mode bit an overlay keeps), file contents and symlink targets. An unreadable entry is an
+/// error, as it is for the build.
+pub fn hash_tree(h: &mut Sha256, dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut entries = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .collect::<std::io::Result<Vec<_>>>()
+        .with_context(|| format!("reading {}", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let m = fs::symlink_metadata(&p).with_context(|| format!("reading {}", p.display()))?;
+        let name = e.file_name();
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_encoded_bytes());
+        h.update([u8::from(m.permissions().mode() & 0o111 != 0)]);
+        if m.is_dir() {
+            h.update(b"d");
+            hash_tree(h, &p)?;
+            h.update(b"..");
+        } else if m.file_type().is_symlink() {
+            let t = fs::read_link(&p).with_context(|| format!("reading {}", p.display()))?;
+            h.update(b"l");
+            h.update(t.as_os_str().as_encoded_bytes());
+        } else {
+            let data = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+            h.update(b"f");
+            h.update((data.len() as u64).to_le_bytes());
+            h.update(data);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
