@@ -25,6 +25,18 @@ use crate::util::sparse;
 /// Bumped when the cache's own layout changes (what a cache entry holds).
 const CACHE_FORMAT: &str = "berth-build-v2";
 
+/// The cache directory when none is given: `$XDG_CACHE_HOME/berth` (only an absolute
+/// XDG_CACHE_HOME counts, as the XDG spec says), else `~/.cache/berth`, else under the
+/// system's temporary directory.
+pub fn default_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("berth")
+}
+
 /// A cache key: hex SHA-256 of the build's inputs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Key(String);

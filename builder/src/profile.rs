@@ -120,7 +120,8 @@ pub struct Debian {
 pub struct Kernel {
     pub package: String,
     pub cmdline: String,
-    /// Module paths (relative to `/lib/modules/<version>/`, `*` wildcards) to keep; `None` keeps all.
+    /// Module paths (relative to `/lib/modules/<version>/`, `*` wildcards) to keep; `None`
+    /// keeps only what the image loads (the closure of the two lists below and berth-init's own).
     pub modules: Option<Vec<String>>,
     /// Module names the initramfs loads (with dependencies).
     pub initrd_modules: Vec<String>,

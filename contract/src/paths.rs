@@ -33,6 +33,18 @@ pub const INITRD_RELEASE: &str = "/etc/initrd-release";
 /// Modules to load, one path per line relative to `/usr/lib/modules/<kver>/`, dependencies
 /// first: in the initramfs for the initrd stage, in the root for the main stage.
 pub const MODULE_LIST: &str = "/etc/berth/modules";
+/// The fw_cfg sysfs driver (relative to `/usr/lib/modules/<kver>/`), which berth-init loads
+/// itself when it looks for a machine config: the Debian cloud kernel has it as a module.
+pub const FW_CFG_MODULE: &str = "kernel/drivers/firmware/qemu_fw_cfg.ko";
+/// Filesystem modules a config drive may need, in load order (dependencies first), loaded by
+/// berth-init when it finds one. Missing ones are built in, or not needed.
+pub const DRIVE_MODULES: &[&str] = &[
+    "kernel/fs/fat/fat.ko",
+    "kernel/fs/fat/vfat.ko",
+    "kernel/fs/nls/nls_cp437.ko",
+    "kernel/fs/nls/nls_ascii.ko",
+    "kernel/fs/isofs/isofs.ko",
+];
 /// The image's container services (JSON, [`crate::service`]).
 pub const SERVICES: &str = crate::service::SERVICES_FILE;
 /// SSH public keys baked into the image for the admin container (one per line).

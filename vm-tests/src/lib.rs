@@ -210,12 +210,7 @@ fn share_kernels(cache: &Path) -> Result<()> {
     if fs::symlink_metadata(&link).is_ok() {
         return Ok(());
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .context("neither XDG_CACHE_HOME nor HOME is set")?;
-    let shared = base.join("berth").join("kernels");
+    let shared = berth::cache::default_dir().join("kernels");
     fs::create_dir_all(&shared).with_context(|| format!("creating {}", shared.display()))?;
     fs::create_dir_all(cache)?;
     std::os::unix::fs::symlink(&shared, &link)
@@ -270,6 +265,11 @@ command = ["/bin/busybox", "httpd", "-f", "-vv", "-p", "8080", "-h", "/www"]
 env = { GREETING = "hello  world" }
 mounts = [{ source = "/var/lib/web", target = "/www/data", read-only = true }]
 ready = { http = "http://127.0.0.1:8080/" }
+
+# A file no boot reads: health.rs corrupts its block, which only a read after ready touches.
+[[files]]
+path = "/usr/share/berth-test/unread"
+content = "berth vm-tests: nothing reads this file at boot\n"
 
 # A boot counts as good after 20 s of ready (default 120): the power-cut test cuts soon after.
 [boot]

@@ -130,20 +130,17 @@ fn a_blessed_slot_that_keeps_failing_stops_instead_of_looping() {
     let port = free_port().unwrap();
     let config = config_with_key(work.path(), &key.public);
     let disk = img.disk_copy(work.path()).unwrap();
-    // A module no boot loads: only the read below touches its blocks.
-    let module = format!(
-        "/usr/lib/modules/{}/kernel/fs/btrfs/btrfs.ko",
-        img.manifest.kernel.version
-    );
+    // A file no boot reads (vm-test.toml's): only the read below touches its block.
+    let unread = "/usr/share/berth-test/unread";
     let bmap = std::process::Command::new("debugfs")
-        .args(["-R", &format!("bmap {module} 0")])
+        .args(["-R", &format!("bmap {unread} 0")])
         .arg(img.dir.join("root.ext4"))
         .output()
         .unwrap();
     let block: u64 = String::from_utf8_lossy(&bmap.stdout)
         .trim()
         .parse()
-        .unwrap_or_else(|_| panic!("debugfs bmap {module}: {bmap:?}"));
+        .unwrap_or_else(|_| panic!("debugfs bmap {unread}: {bmap:?}"));
     let part = img.manifest.partition("root-a").unwrap();
     {
         use std::io::{Read, Seek, SeekFrom, Write};
@@ -176,7 +173,7 @@ fn a_blessed_slot_that_keeps_failing_stops_instead_of_looping() {
             port,
             "admin",
             &key,
-            &format!("cat /proc/1/root{module} > /dev/null"),
+            &format!("cat /proc/1/root{unread} > /dev/null"),
             Duration::from_secs(60),
         );
         let restart = g

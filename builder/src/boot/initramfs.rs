@@ -19,22 +19,7 @@ pub fn initramfs(
     let sde = profile.image.source_date_epoch;
     let kver = &rootfs.kernel.version;
     let idx = kmod::index(&rootfs.manifest, kver)?;
-    let mut wanted: Vec<&str> = profile
-        .kernel
-        .initrd_modules
-        .iter()
-        .map(String::as_str)
-        .collect();
-    // berth's own, whatever the profile lists: the ESP (the initrd falls back to the other
-    // slot by marking entries there) and the watchdog it arms.
-    for m in crate::profile::INITRD_ESP_MODULES {
-        if !wanted.contains(m) {
-            wanted.push(m);
-        }
-    }
-    if profile.boot.watchdog > 0 && !wanted.contains(&"softdog") {
-        wanted.push("softdog");
-    }
+    let wanted = kmod::initrd_wanted(profile);
     let order = idx
         .load_order(&wanted)
         .with_context(|| format!("{}: key `kernel.initrd-modules`", profile.path.display()))?;

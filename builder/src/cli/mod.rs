@@ -74,12 +74,7 @@ impl Global {
         if let Some(d) = &self.cache_dir {
             return d.clone();
         }
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .unwrap_or_else(std::env::temp_dir);
-        base.join("berth")
+        berth::cache::default_dir()
     }
 }
 

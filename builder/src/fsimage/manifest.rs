@@ -257,18 +257,55 @@ impl Manifest {
         Ok(())
     }
 
+    /// Every entry strictly under `dir`, in path order. The walk starts at `dir/`, not at
+    /// `dir`: ordering is byte-wise, so a sibling such as `dir-x` or `dir.d` sorts between
+    /// `dir` and `dir/...`, and a walk from `dir` that stops at the first non-child would
+    /// miss everything under it.
+    fn under<'a>(&'a self, dir: &ImagePath) -> impl Iterator<Item = (&'a ImagePath, &'a Entry)> {
+        let prefix = if dir.is_root() {
+            "/".to_string()
+        } else {
+            format!("{}/", dir.as_str())
+        };
+        let start = ImagePath(prefix.clone());
+        self.entries
+            .range(start..)
+            .take_while(move |(p, _)| p.as_str().starts_with(&prefix))
+            .filter(|(p, _)| !p.is_root())
+    }
+
     fn remove_under(&mut self, path: &ImagePath) {
-        let prefix = format!("{}/", path.as_str());
-        let doomed: Vec<ImagePath> = self
-            .entries
-            .range(path.clone()..)
-            .skip(1)
-            .take_while(|(p, _)| p.as_str().starts_with(&prefix))
-            .map(|(p, _)| p.clone())
-            .collect();
+        let doomed: Vec<ImagePath> = self.under(path).map(|(p, _)| p.clone()).collect();
         for p in doomed {
             self.entries.remove(&p);
         }
+    }
+
+    /// Drops every non-directory under `dir` for which `keep` is false, then every directory
+    /// under `dir` that is left empty (deepest first). Returns how many non-directories went.
+    pub fn prune_under(
+        &mut self,
+        dir: &ImagePath,
+        keep: impl Fn(&ImagePath, &Entry) -> bool,
+    ) -> usize {
+        let under: Vec<ImagePath> = self.under(dir).map(|(p, _)| p.clone()).collect();
+        let mut removed = 0;
+        for p in &under {
+            if let Some(e) = self.entries.get(p) {
+                if e.kind != Kind::Dir && !keep(p, e) {
+                    self.entries.remove(p);
+                    removed += 1;
+                }
+            }
+        }
+        // Reverse path order visits a directory after everything under it.
+        for p in under.iter().rev() {
+            let is_dir = self.entries.get(p).is_some_and(|e| e.kind == Kind::Dir);
+            if is_dir && self.children(p).next().is_none() {
+                self.entries.remove(p);
+            }
+        }
+        removed
     }
 
     pub fn get(&self, path: &ImagePath) -> Option<&Entry> {
@@ -305,19 +342,13 @@ impl Manifest {
         &'a self,
         dir: &ImagePath,
     ) -> impl Iterator<Item = (&'a ImagePath, &'a Entry)> + 'a {
-        let prefix = if dir.is_root() {
-            "/".to_string()
+        let skip = if dir.is_root() {
+            1
         } else {
-            format!("{}/", dir.as_str())
+            dir.as_str().len() + 1
         };
-        self.entries
-            .range(dir.clone()..)
-            .skip(1)
-            .take_while({
-                let prefix = prefix.clone();
-                move |(p, _)| p.as_str().starts_with(&prefix)
-            })
-            .filter(move |(p, _)| !p.as_str()[prefix.len()..].contains('/'))
+        self.under(dir)
+            .filter(move |(p, _)| !p.as_str()[skip..].contains('/'))
     }
 
     /// Total bytes of regular-file content (hard links counted once).
@@ -433,6 +464,34 @@ mod tests {
         assert_eq!(p("/usr/bin").parent().unwrap().as_str(), "/usr");
         assert_eq!(p("/usr").parent().unwrap().as_str(), "/");
         assert_eq!(p("/usr/bin").file_name(), "bin");
+    }
+
+    #[test]
+    fn siblings_that_sort_between_a_dir_and_its_children_do_not_hide_them() {
+        // Byte order: "/a/b" < "/a/b-x" < "/a/b.d" < "/a/b/c".
+        let mut m = Manifest::new(7);
+        m.insert(p("/a/b/c"), Entry::file(b"x".to_vec(), 0o644, 7))
+            .unwrap();
+        m.insert(p("/a/b/d/e.ko"), Entry::file(b"y".to_vec(), 0o644, 7))
+            .unwrap();
+        m.insert(p("/a/b-x"), Entry::file(b"z".to_vec(), 0o644, 7))
+            .unwrap();
+        m.insert(p("/a/b.d"), Entry::dir(0o755, 7)).unwrap();
+        let kids: Vec<_> = m
+            .children(&p("/a/b"))
+            .map(|(p, _)| p.as_str().to_string())
+            .collect();
+        assert_eq!(kids, ["/a/b/c", "/a/b/d"]);
+        // Pruning keeps what `keep` says, drops the directory it empties, not the siblings.
+        let gone = m.prune_under(&p("/a/b"), |p, _| p.as_str() == "/a/b/c");
+        assert_eq!(gone, 1);
+        assert!(m.contains(&p("/a/b/c")));
+        assert!(!m.contains(&p("/a/b/d")));
+        assert!(m.contains(&p("/a/b-x")) && m.contains(&p("/a/b.d")));
+        // Replacing a directory with a file drops what was under it, siblings stay.
+        m.insert(p("/a/b"), Entry::symlink("b.d", 7)).unwrap();
+        assert!(!m.contains(&p("/a/b/c")));
+        assert!(m.contains(&p("/a/b-x")));
     }
 
     #[test]

@@ -254,6 +254,8 @@ pub fn build(
         .prefix(&format!(".tmp-{}-", std::process::id()))
         .tempdir_in(&kernels)
         .with_context(|| format!("creating a build directory in {}", kernels.display()))?;
+    // Ctrl-C mid-compile removes it too, not only the next build.
+    let _scratch = crate::util::output::scratch(work.path());
     let deb = fetch()?;
     let tree = unpack(
         &deb.path,

@@ -26,6 +26,27 @@ pub fn remove_live_staging() {
     }
 }
 
+/// A scratch directory that is not an output (a kernel build tree: ~2 GiB), which the signal
+/// handler removes with the staging directories. It leaves the list when dropped; removing the
+/// directory itself stays with its owner (a `TempDir`).
+pub struct Scratch(PathBuf);
+
+/// Registers `dir` for removal on SIGINT/SIGTERM/SIGHUP while the returned guard lives.
+pub fn scratch(dir: &Path) -> Scratch {
+    if let Ok(mut v) = LIVE.lock() {
+        v.push(dir.to_path_buf());
+    }
+    Scratch(dir.to_path_buf())
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Ok(mut v) = LIVE.lock() {
+            v.retain(|d| d != &self.0);
+        }
+    }
+}
+
 pub struct Staging {
     dir: PathBuf,
     target: PathBuf,

@@ -20,12 +20,11 @@ use std::path::Path;
 use berth_contract::config::{
     MachineConfig, APPLIED, AUTHORIZED_KEYS, FW_CFG_NAME, MAX_CONFIG_BYTES,
 };
+use berth_contract::paths::{DRIVE_MODULES, FW_CFG_MODULE};
 
 use crate::{fail, say, sys, Ctx, Result};
 
 const FW_CFG_SYSFS: &str = "/sys/firmware/qemu_fw_cfg";
-/// The fw_cfg sysfs driver; the Debian cloud kernel has it as a module.
-const FW_CFG_MODULE: &str = "kernel/drivers/firmware/qemu_fw_cfg.ko";
 
 /// The config this machine runs with: the one applied on an earlier boot, or one read and
 /// applied now, or none (the image's defaults). An error is fatal for the boot.
@@ -174,15 +173,6 @@ pub fn from_imds() -> Result<Option<MachineConfig>> {
 /// The label a config drive carries (NoCloud's), compared without case.
 const CIDATA: &str = "cidata";
 const DRIVE_MNT: &str = "/run/berth/cidata";
-/// Filesystem modules a config drive may need, relative to /usr/lib/modules/<kver>/, in load
-/// order (dependencies first). Missing ones are built in, or not needed.
-const DRIVE_MODULES: &[&str] = &[
-    "kernel/fs/fat/fat.ko",
-    "kernel/fs/fat/vfat.ko",
-    "kernel/fs/nls/nls_cp437.ko",
-    "kernel/fs/nls/nls_ascii.ko",
-    "kernel/fs/isofs/isofs.ko",
-];
 
 /// The filesystem type and label of a volume from its first 40 KiB, if it is vfat or iso9660.
 pub fn volume_label(head: &[u8]) -> Option<(&'static str, String)> {
