@@ -16,8 +16,9 @@
 //!
 //! The policy (`paths::UPDATE_POLICY`, `key=value` lines; a machine config's `update` object
 //! overrides it): `channel` (an `http://` URL), `check-interval` (seconds between automatic
-//! checks; 0: only `berthctl update check`), `reboot` (`now`, `never`, or a daily UTC window
-//! `HH:MM-HH:MM` in which a machine with an applied update reboots).
+//! checks; 0: only `berthctl update check`), `reboot` (`now`, `never`, a daily UTC window
+//! `HH:MM-HH:MM` in which a machine with an applied update reboots, or `etcd-lock`: when it
+//! holds the cluster's reboot lock, [`crate::lock`]).
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -38,16 +39,21 @@ pub enum Reboot {
     Never,
     /// Minutes after midnight UTC, start inclusive, end exclusive; may wrap past midnight.
     Window(u16, u16),
+    /// When this machine holds the cluster's reboot lock in etcd ([`crate::lock`]): it takes
+    /// the lock once the update is applied, reboots, and releases it when the new version is
+    /// up, blessed and its etcd member healthy (locksmith's `etcd-lock` strategy).
+    EtcdLock,
 }
 
 impl Reboot {
     pub fn parse(s: &str) -> core::result::Result<Reboot, String> {
         let bad = || {
-            format!("{s:?} is not a reboot policy (valid: \"now\", \"never\", or a daily UTC window \"HH:MM-HH:MM\")")
+            format!("{s:?} is not a reboot policy (valid: \"now\", \"never\", \"etcd-lock\", or a daily UTC window \"HH:MM-HH:MM\")")
         };
         match s {
             "now" => return Ok(Reboot::Now),
             "never" => return Ok(Reboot::Never),
+            "etcd-lock" => return Ok(Reboot::EtcdLock),
             _ => {}
         }
         let (a, b) = s.split_once('-').ok_or_else(bad)?;
@@ -70,18 +76,20 @@ impl Reboot {
         match self {
             Reboot::Now => "now".into(),
             Reboot::Never => "never".into(),
+            Reboot::EtcdLock => "etcd-lock".into(),
             Reboot::Window(a, b) => {
                 format!("{:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60)
             }
         }
     }
 
-    /// Whether a reboot may happen at `unix` seconds (UTC).
+    /// Whether a reboot may happen at `unix` seconds (UTC) by the clock alone (`etcd-lock`:
+    /// never; the lock decides).
     pub fn allows(&self, unix: u64) -> bool {
         let m = ((unix / 60) % (24 * 60)) as u16;
         match *self {
             Reboot::Now => true,
-            Reboot::Never => false,
+            Reboot::Never | Reboot::EtcdLock => false,
             Reboot::Window(a, b) if a < b => a <= m && m < b,
             Reboot::Window(a, b) => m >= a || m < b,
         }
@@ -406,6 +414,10 @@ mod tests {
             assert!(Reboot::parse(bad).is_err(), "{bad}");
         }
         assert!(!Reboot::Never.allows(0));
+        let l = Reboot::parse("etcd-lock").unwrap();
+        assert_eq!(l, Reboot::EtcdLock);
+        assert_eq!(l.text(), "etcd-lock");
+        assert!(!l.allows(0), "the lock decides, not the clock");
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod guid;
 pub mod health;
 pub mod json;
 pub mod layout;
+pub mod lock;
 pub mod paths;
 mod schema;
 pub mod service;

@@ -80,3 +80,7 @@ pub const UPDATE_POLICY: &str = "/usr/share/berth/update/policy";
 pub const UPDATE_POLICY_RUN: &str = "/run/berth/update-policy";
 /// Present (holding the version) when an update was applied and waits for its reboot.
 pub const UPDATE_PENDING: &str = "/run/berth/update-pending";
+/// Present while this machine holds the cluster's reboot lock (`berth_contract::lock`): the
+/// holder's name and the version it rebooted for, one per line. On /var, so it outlives the
+/// reboot it was taken for.
+pub const REBOOT_LOCK: &str = "/var/lib/berth/update/reboot-lock";

@@ -150,6 +150,28 @@ fn make_workspace() -> Result<PathBuf> {
          command = [\"/bin/busybox\", \"sleep\", \"100000\"]\n\
          ready = { tcp = 9 }\nready-timeout = 3600\n",
     )?;
+    // The cluster, signed releases: cluster.toml with the release key; 0.2.0 for the rolling
+    // update; and a release whose new slot fails health (one try), to stop a rollout.
+    fs::write(
+        ws.join("profiles/cluster-test.toml"),
+        "schema = 1\nextends = \"cluster.toml\"\n\n[update]\npublic-key = \"release.pub\"\n",
+    )?;
+    fs::write(
+        ws.join("profiles/cluster-v2.toml"),
+        "schema = 1\nextends = \"cluster-test.toml\"\n\n[image]\nversion = \"0.2.0\"\n",
+    )?;
+    // The release the nodes fetch from a channel by themselves (after 0.3.0 failed).
+    fs::write(
+        ws.join("profiles/cluster-v3.toml"),
+        "schema = 1\nextends = \"cluster-test.toml\"\n\n[image]\nversion = \"0.4.0\"\n",
+    )?;
+    fs::write(
+        ws.join("profiles/cluster-broken.toml"),
+        "schema = 1\nextends = \"cluster-test.toml\"\n\n[image]\nversion = \"0.3.0\"\n\n\
+         [boot]\ntries = 1\n\n\
+         [[containers]]\nname = \"broken\"\npackages = [\"busybox-static\"]\n\
+         command = [\"/bin/busybox\", \"false\"]\noneshot = true\n",
+    )?;
     Ok(ws)
 }
 

@@ -23,6 +23,15 @@ pub enum ClusterCommand {
     Destroy(NameArgs),
     Vagrantfile(VagrantfileArgs),
     Update(UpdateArgs),
+    #[command(hide = true)]
+    ServeChannel(ServeChannelArgs),
+}
+
+/// Answer one HTTP request on stdin/stdout from a channel directory: what QEMU runs for each
+/// node connection to the channel of `up --channel DIR` (not for use by hand).
+#[derive(Args)]
+pub struct ServeChannelArgs {
+    dir: PathBuf,
 }
 
 /// Rolling update: one node at a time under an etcd-held reboot lock, apply the bundle, reboot,
@@ -78,6 +87,15 @@ pub struct UpArgs {
     /// The login user of the image's admin container.
     #[arg(long, default_value = "admin")]
     user: String,
+    /// Serve this update channel directory (`berth publish channel DIR`) to every node at
+    /// http://10.0.2.100:8080/ (through QEMU, not a host socket): the nodes check it and update
+    /// themselves, rebooting one at a time under the cluster's reboot lock in etcd (their
+    /// update policy becomes reboot = "etcd-lock").
+    #[arg(long, value_name = "DIR")]
+    channel: Option<PathBuf>,
+    /// With --channel: seconds between each node's checks of the channel.
+    #[arg(long, value_name = "SECS", default_value_t = 300, requires = "channel")]
+    check_interval: u32,
 }
 
 #[derive(Args)]
@@ -144,6 +162,12 @@ pub fn run(c: ClusterCommand, cache_dir: &Path, printer: &Printer) -> Result<i32
             printer.info(&format!("cluster {} is down", c.name));
             Ok(0)
         }
+        ClusterCommand::ServeChannel(a) => {
+            let stdin = std::io::stdin();
+            let mut out = std::io::stdout().lock();
+            cluster::serve::serve_connection(&a.dir, &mut stdin.lock(), &mut out)?;
+            Ok(0)
+        }
         ClusterCommand::Update(a) => {
             let c = load(a.name.as_deref())?;
             let v = cluster::rolling_update(&c, &a.bundle, &|m| printer.info(m))?;
@@ -206,6 +230,23 @@ fn up(a: UpArgs, cache_dir: &Path, printer: &Printer) -> Result<()> {
             memory_mib: a.memory,
             cpus: a.cpus,
             ssh_user: a.user,
+            channel: match a.channel {
+                Some(dir) => {
+                    let exe = std::env::current_exe()?;
+                    Some(cluster::ChannelOptions {
+                        dir,
+                        usage: cluster::ChannelUse {
+                            check_interval: a.check_interval,
+                        },
+                        server: vec![
+                            exe.display().to_string(),
+                            "cluster".into(),
+                            "serve-channel".into(),
+                        ],
+                    })
+                }
+                None => None,
+            },
         },
     )?;
     printer.info(&format!(
@@ -229,18 +270,19 @@ fn status(a: NameArgs, printer: &Printer) -> Result<()> {
     printer.json(&serde_json::json!({"name": c.name, "nodes": st}));
     if !printer.is_json() {
         println!(
-            "{:<14} {:<8} {:<12} {:<10} {:<5} SSH-PORT",
-            "NODE", "STATE", "ADDRESS", "VERSION", "SLOT"
+            "{:<14} {:<8} {:<12} {:<10} {:<5} {:<9} ETCD-PORT",
+            "NODE", "STATE", "ADDRESS", "VERSION", "SLOT", "SSH-PORT"
         );
         for n in &st {
             println!(
-                "{:<14} {:<8} {:<12} {:<10} {:<5} {}",
+                "{:<14} {:<8} {:<12} {:<10} {:<5} {:<9} {}",
                 n.name,
                 n.state,
                 n.address,
                 n.version.as_deref().unwrap_or("-"),
                 n.slot.as_deref().unwrap_or("-"),
-                n.ssh_port
+                n.ssh_port,
+                n.etcd_port
             );
         }
     }

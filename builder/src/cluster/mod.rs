@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::run::qemu::{self, VmConfig};
 
+pub mod serve;
+
 /// The cluster network: node `i` (1-based) is 10.77.0.(10 + i).
 pub const SUBNET: [u8; 3] = [10, 77, 0];
 pub const MAX_NODES: u32 = 32;
@@ -43,6 +45,11 @@ pub struct Node {
     pub index: u32,
     pub address: String,
     pub ssh_port: u16,
+    /// The host port (on 127.0.0.1) forwarded to the node's etcd client port: a host-side
+    /// client (`etcdctl --endpoints 127.0.0.1:PORT`, a test's writer) reaches each member
+    /// without SSH. 0 for clusters made before it existed: no forward.
+    #[serde(default)]
+    pub etcd_port: u16,
     pub mac: String,
     pub disk: PathBuf,
     pub config: PathBuf,
@@ -64,6 +71,14 @@ pub struct Cluster {
     pub memory_mib: u32,
     pub cpus: u32,
     pub switch_pid: Option<u32>,
+    /// `up --channel DIR`: the update channel directory served to every node (at
+    /// [`serve::guest_url`]), whose nodes update themselves under the reboot lock.
+    #[serde(default)]
+    pub channel: Option<PathBuf>,
+    /// The program (and its first arguments) QEMU runs, with the channel directory after
+    /// them, for each node connection to the channel: `berth cluster serve-channel`.
+    #[serde(default)]
+    pub channel_server: Vec<String>,
     pub nodes: Vec<Node>,
 }
 
@@ -178,15 +193,19 @@ pub fn alive(pid: Option<u32>, dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// The peers' etcd settings, as the file each node's config writes.
 /// etcd's raft timing, five times its defaults (100 ms, 1 s): nodes are emulated (TCG) and
 /// share two host cores, so a heartbeat can be late by hundreds of milliseconds, and with the
 /// defaults the members kept electing leaders (seen: a write through a healthy member failing
 /// with "context deadline exceeded" after another member was killed). etcd's tuning guide
 /// asks for an election timeout of at least ten heartbeats.
 const HEARTBEAT_MS: u32 = 500;
-const ELECTION_MS: u32 = 5000;
+pub const ELECTION_MS: u32 = 5000;
 
+/// The peers' etcd settings, as the file each node's config writes. Clients are served on
+/// every address: loopback for the node's own etcdctl, the user NIC for the host's forwarded
+/// port, the cluster NIC for the other nodes. (etcd takes its flags' defaults only without a
+/// config file: in the file an unset `enable-grpc-gateway` is false, and the JSON API a
+/// host-side client uses answers 404.)
 pub fn etcd_config(cluster: &str, node: &Node, all: &[Node]) -> String {
     let peers: Vec<String> = all
         .iter()
@@ -194,18 +213,39 @@ pub fn etcd_config(cluster: &str, node: &Node, all: &[Node]) -> String {
         .collect();
     let a = &node.address;
     format!(
-        "name: {name}\ndata-dir: /var/lib/etcd/data\ninitial-cluster: {peers}\ninitial-cluster-token: {cluster}\ninitial-cluster-state: new\nlisten-peer-urls: http://{a}:2380\ninitial-advertise-peer-urls: http://{a}:2380\nlisten-client-urls: http://127.0.0.1:2379,http://{a}:2379\nadvertise-client-urls: http://{a}:2379\nheartbeat-interval: {HEARTBEAT_MS}\nelection-timeout: {ELECTION_MS}\n",
+        "name: {name}\ndata-dir: /var/lib/etcd/data\ninitial-cluster: {peers}\ninitial-cluster-token: {cluster}\ninitial-cluster-state: new\nlisten-peer-urls: http://{a}:2380\ninitial-advertise-peer-urls: http://{a}:2380\nlisten-client-urls: http://0.0.0.0:2379\nadvertise-client-urls: http://{a}:2379\nheartbeat-interval: {HEARTBEAT_MS}\nelection-timeout: {ELECTION_MS}\nenable-grpc-gateway: true\n",
         name = node.name,
         peers = peers.join(",")
     )
 }
 
+/// How nodes of a cluster with a channel use it (`up --channel DIR --check-interval S`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelUse {
+    /// Seconds between each node's checks.
+    pub check_interval: u32,
+}
+
 /// A node's machine config: host name, the user NIC by DHCP and the cluster NIC static, the
-/// cluster's SSH key, etcd's settings.
-pub fn node_config(cluster: &str, node: &Node, all: &[Node], ssh_public: Option<&str>) -> String {
+/// cluster's SSH key, etcd's settings; with a channel, the update policy: check it, and
+/// reboot only under the cluster's reboot lock.
+pub fn node_config(
+    cluster: &str,
+    node: &Node,
+    all: &[Node],
+    ssh_public: Option<&str>,
+    channel: Option<ChannelUse>,
+) -> String {
     let q = berth_contract::json::quote;
+    let update = channel.map_or(String::new(), |c| {
+        format!(
+            ", \"update\": {{\"channel\": {}, \"check-interval\": {}, \"reboot\": \"etcd-lock\"}}",
+            q(&serve::guest_url()),
+            c.check_interval
+        )
+    });
     format!(
-        "{{\"version\": 1, \"hostname\": {}, \"network\": [{{\"interface\": \"eth0\", \"dhcp\": true}}, {{\"interface\": \"eth1\", \"address\": \"{}/24\"}}], \"ssh-authorized-keys\": [{}], \"files\": [{{\"path\": \"{ETCD_CONFIG}\", \"content\": {}}}]}}\n",
+        "{{\"version\": 1, \"hostname\": {}, \"network\": [{{\"interface\": \"eth0\", \"dhcp\": true}}, {{\"interface\": \"eth1\", \"address\": \"{}/24\"}}], \"ssh-authorized-keys\": [{}], \"files\": [{{\"path\": \"{ETCD_CONFIG}\", \"content\": {}}}]{update}}}\n",
         q(&node.name),
         node.address,
         ssh_public.map_or(String::new(), |k| q(k.trim())),
@@ -223,6 +263,7 @@ pub fn plan(name: &str, n: u32, dir: &Path) -> Vec<Node> {
             Node {
                 address: format!("{}.{}.{}.{}", SUBNET[0], SUBNET[1], SUBNET[2], 10 + i),
                 ssh_port: 0,
+                etcd_port: 0,
                 mac: format!("52:54:00:be:{:02x}:{:02x}", (i >> 8) & 0xff, i & 0xff),
                 disk: ndir.join("disk.qcow2"),
                 config: ndir.join("config.json"),
@@ -250,7 +291,7 @@ pub fn vagrantfile(
     let nodes = plan(name, n, Path::new(""));
     let mut files = Vec::new();
     for node in &nodes {
-        let text = node_config(name, node, &nodes, None);
+        let text = node_config(name, node, &nodes, None, None);
         berth_contract::config::MachineConfig::parse(&text)
             .map_err(|e| anyhow::anyhow!("the machine config made for {}: {e}", node.name))?;
         files.push((format!("{}.json", node.name), text));
@@ -297,6 +338,16 @@ pub struct UpOptions {
     pub memory_mib: u32,
     pub cpus: u32,
     pub ssh_user: String,
+    /// An update channel directory to serve to the nodes, and how they use it.
+    pub channel: Option<ChannelOptions>,
+}
+
+pub struct ChannelOptions {
+    pub dir: PathBuf,
+    pub usage: ChannelUse,
+    /// The server's program and first arguments (the directory follows): `[berth, "cluster",
+    /// "serve-channel"]`, or another program calling [`serve::serve_connection`].
+    pub server: Vec<String>,
 }
 
 /// MemAvailable from /proc/meminfo, in MiB.
@@ -358,6 +409,32 @@ pub fn create(root: &Path, o: &UpOptions) -> Result<Cluster> {
     let vde = tool("vde_switch", "vde2")?;
     let qemu_img = tool("qemu-img", "qemu-utils")?;
     let keygen = tool("ssh-keygen", "openssh-client")?;
+    let channel = match &o.channel {
+        Some(ch) => {
+            let u = ch.usage;
+            if u.check_interval > berth_contract::channel::MAX_INTERVAL {
+                bail!(
+                    "--check-interval {}: at most {} s (a week)",
+                    u.check_interval,
+                    berth_contract::channel::MAX_INTERVAL
+                );
+            }
+            let d = fs::canonicalize(&ch.dir)
+                .ok()
+                .filter(|d| d.is_dir())
+                .ok_or_else(|| anyhow::anyhow!("--channel {}: not a directory (make it, then `berth publish channel` into it)", ch.dir.display()))?;
+            // QEMU takes the guest forward's command as one option value, and GLib splits it
+            // like a shell: keep to words that need no quoting.
+            let plain =
+                |w: &str| !w.is_empty() && !w.contains([' ', ',', '\'', '"', '\\', '\n', '\t']);
+            let dtext = d.to_str().unwrap_or("");
+            if !plain(dtext) || ch.server.is_empty() || !ch.server.iter().all(|w| plain(w)) {
+                bail!("--channel {} (served by {:?}): the paths must not contain spaces, commas, quotes or backslashes", d.display(), ch.server.join(" "));
+            }
+            Some((d, u))
+        }
+        None => None,
+    };
     let dir = root.join(&o.name);
     if dir.exists() {
         bail!(
@@ -378,6 +455,8 @@ pub fn create(root: &Path, o: &UpOptions) -> Result<Cluster> {
             memory_mib: o.memory_mib,
             cpus: o.cpus,
             switch_pid: None,
+            channel: channel.as_ref().map(|(d, _)| d.clone()),
+            channel_server: o.channel.as_ref().map_or(Vec::new(), |c| c.server.clone()),
             nodes: Vec::new(),
         };
         let st = Command::new(&keygen)
@@ -394,9 +473,8 @@ pub fn create(root: &Path, o: &UpOptions) -> Result<Cluster> {
         let public = fs::read_to_string(c.key().with_extension("pub"))?;
         for mut n in plan(&o.name, o.nodes, &dir) {
             fs::create_dir_all(n.disk.parent().unwrap_or(&dir))?;
-            n.ssh_port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
+            n.ssh_port = free_port()?;
+            n.etcd_port = free_port()?;
             c.nodes.push(n);
         }
         let all = c.nodes.clone();
@@ -423,7 +501,13 @@ pub fn create(root: &Path, o: &UpOptions) -> Result<Cluster> {
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
             }
-            let text = node_config(&c.name, n, &all, Some(&public));
+            let text = node_config(
+                &c.name,
+                n,
+                &all,
+                Some(&public),
+                channel.as_ref().map(|(_, u)| *u),
+            );
             berth_contract::config::MachineConfig::parse(&text)
                 .map_err(|e| anyhow::anyhow!("the machine config made for {}: {e}", n.name))?;
             fs::write(&n.config, text)?;
@@ -476,6 +560,13 @@ pub fn create(root: &Path, o: &UpOptions) -> Result<Cluster> {
     }
 }
 
+/// A port on 127.0.0.1 nothing listens on now (QEMU binds it when the node starts).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// A disk image's size as the guest sees it: a raw file's length, a qcow2's header field.
 fn virtual_size(disk: &Path) -> Result<u64> {
     use std::io::Read;
@@ -495,10 +586,20 @@ pub fn start_node(c: &Cluster, n: &Node) -> Result<u32> {
     cfg.memory_mib = c.memory_mib;
     cfg.cpus = c.cpus;
     cfg.forwards = vec![(n.ssh_port, 22)];
+    if n.etcd_port != 0 {
+        cfg.forwards.push((n.etcd_port, 2379));
+    }
     cfg.console_file = Some(n.console.clone());
     cfg.qmp = Some(n.qmp.clone());
     cfg.machine_config = Some(n.config.clone());
     cfg.vde = Some((c.switch_sock(), n.mac.clone()));
+    if let Some(ch) = &c.channel {
+        cfg.guest_forwards = vec![(
+            serve::GUEST_ADDR.into(),
+            serve::GUEST_PORT,
+            format!("{} {}", c.channel_server.join(" "), ch.display()),
+        )];
+    }
     let ndir = n.disk.parent().unwrap_or(&c.dir).to_path_buf();
     let mut cmd = qemu::command(&cfg, &ndir)?;
     // A restarted node's log starts over (the old one is kept as console.log.1).
@@ -513,6 +614,13 @@ pub fn start_node(c: &Cluster, n: &Node) -> Result<u32> {
         .process_group(0)
         .spawn()
         .with_context(|| format!("starting QEMU for {}", n.name))?;
+    // spawn returns once the child began its exec, but the kernel fills in the new program's
+    // argument area (what /proc/PID/cmdline reads, and [`alive`] checks) a moment later: seen
+    // as `up` reporting "QEMU exited" 0.1 s after the start. Wait (bounded) for it.
+    let t = Instant::now();
+    while !alive(Some(child.id()), &c.dir) && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     Ok(child.id())
 }
 
@@ -567,11 +675,21 @@ pub fn wait_ready(
                     start.elapsed().as_secs_f64()
                 ));
             } else if !alive(n.pid, &c.dir) {
+                let stderr = n.disk.with_file_name("qemu.stderr");
+                let said = fs::read_to_string(&stderr).unwrap_or_default();
+                let last: Vec<&str> = said.lines().rev().take(5).collect();
+                let last: Vec<&str> = last.into_iter().rev().collect();
+                let tail = text
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("");
                 bail!(
-                    "{}: QEMU exited before the node was ready (console log: {}, QEMU's messages: {})",
+                    "{}: QEMU exited before the node was ready; it said: {:?}; the console's last line: {tail:?} (console log: {}, QEMU's messages: {})",
                     n.name,
+                    last.join(" / "),
                     n.console.display(),
-                    n.disk.with_file_name("qemu.stderr").display()
+                    stderr.display()
                 );
             }
         }
@@ -717,19 +835,22 @@ pub fn ssh_command(c: &Cluster, n: &Node) -> Command {
 
 /// The reboot lock of a rolling update (locksmith's role: a semaphore with one holder), in
 /// etcd: the key holds the holder's name while one node is being updated.
-pub const LOCK_KEY: &str = "berth/reboot-lock";
+pub const LOCK_KEY: &str = berth_contract::lock::LOCK_KEY;
 /// Every take and release of the lock, `<unix ms>-<node>` = `taken` | `released`: the record
 /// that at most one node rebooted at a time.
-pub const HISTORY_PREFIX: &str = "berth/reboot-history/";
+pub const HISTORY_PREFIX: &str = berth_contract::lock::HISTORY_PREFIX;
 
-/// `etcdctl txn` input taking the lock for `holder` if nobody holds it.
-pub fn take_txn(holder: &str) -> String {
-    format!("create(\"{LOCK_KEY}\") = \"0\"\n\nput {LOCK_KEY} {holder}\n\n\n")
+/// `etcdctl txn` input taking the lock for `holder` if nobody holds it, and recording that in
+/// the history in the same transaction (`berth_contract::lock::take_request`'s twin).
+pub fn take_txn(holder: &str, unix_ms: u64) -> String {
+    let h = berth_contract::lock::history_key(unix_ms, holder);
+    format!("create(\"{LOCK_KEY}\") = \"0\"\n\nput {LOCK_KEY} {holder}\nput {h} taken\n\n\n")
 }
 
-/// `etcdctl txn` input releasing the lock if `holder` holds it.
-pub fn release_txn(holder: &str) -> String {
-    format!("value(\"{LOCK_KEY}\") = \"{holder}\"\n\ndel {LOCK_KEY}\n\n\n")
+/// `etcdctl txn` input releasing the lock if `holder` holds it, recording that too.
+pub fn release_txn(holder: &str, unix_ms: u64) -> String {
+    let h = berth_contract::lock::history_key(unix_ms, holder);
+    format!("value(\"{LOCK_KEY}\") = \"{holder}\"\n\ndel {LOCK_KEY}\nput {h} released\n\n\n")
 }
 
 /// Runs `etcdctl ARGS` on node `n` (stdin: `input`), bounded; its output, or an error naming
@@ -759,10 +880,10 @@ fn etcdctl(c: &Cluster, n: &Node, args: &str, input: Option<&str>) -> Result<Str
     Ok(text)
 }
 
-fn now_ms() -> u128 {
+fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Takes the reboot lock for `holder` through node `via`, waiting (bounded) while another
@@ -770,14 +891,8 @@ fn now_ms() -> u128 {
 pub fn take_lock(c: &Cluster, via: &Node, holder: &str, progress: &dyn Fn(&str)) -> Result<()> {
     let start = Instant::now();
     loop {
-        let out = etcdctl(c, via, "txn", Some(&take_txn(holder)))?;
+        let out = etcdctl(c, via, "txn", Some(&take_txn(holder, now_ms())))?;
         if out.lines().next() == Some("SUCCESS") {
-            etcdctl(
-                c,
-                via,
-                &format!("put {HISTORY_PREFIX}{}-{holder} taken", now_ms()),
-                None,
-            )?;
             return Ok(());
         }
         if start.elapsed() > Duration::from_secs(1800) {
@@ -789,27 +904,22 @@ pub fn take_lock(c: &Cluster, via: &Node, holder: &str, progress: &dyn Fn(&str))
 }
 
 pub fn release_lock(c: &Cluster, via: &Node, holder: &str) -> Result<()> {
-    let out = etcdctl(c, via, "txn", Some(&release_txn(holder)))?;
+    let out = etcdctl(c, via, "txn", Some(&release_txn(holder, now_ms())))?;
     if out.lines().next() != Some("SUCCESS") {
         bail!("releasing the reboot lock: {holder} did not hold it");
     }
-    etcdctl(
-        c,
-        via,
-        &format!("put {HISTORY_PREFIX}{}-{holder} released", now_ms()),
-        None,
-    )?;
     Ok(())
 }
 
-fn ready_lines(console: &Path) -> usize {
+/// How many lines of the console log start with `marker`.
+fn count_lines(console: &Path, marker: &str) -> usize {
     fs::read(console)
-        .map(|b| {
-            String::from_utf8_lossy(&b)
-                .matches("berth: ready slot=")
-                .count()
-        })
+        .map(|b| String::from_utf8_lossy(&b).matches(marker).count())
         .unwrap_or(0)
+}
+
+fn ready_lines(console: &Path) -> usize {
+    count_lines(console, "berth: ready slot=")
 }
 
 /// `berth cluster update BUNDLE`: one node at a time, under the reboot lock: apply the
@@ -837,8 +947,10 @@ pub fn rolling_update(c: &Cluster, bundle: &Path, progress: &dyn Fn(&str)) -> Re
         // The lock is taken and released through a node that stays up.
         let via = &c.nodes[if i == 0 { 1 % c.nodes.len() } else { 0 }];
         take_lock(c, via, &n.name, progress)?;
+        let node_start = Instant::now();
         progress(&format!("{}: lock taken; applying {version}", n.name));
         let before = ready_lines(&n.console);
+        let blessed_before = count_lines(&n.console, "berth: blessed ");
         let mut cmd = ssh_command(c, n);
         cmd.args([
             "-o",
@@ -889,6 +1001,12 @@ pub fn rolling_update(c: &Cluster, bundle: &Path, progress: &dyn Fn(&str)) -> Re
                 c.nodes.len() - i - 1
             );
         }
+        // berth-init blesses a healthy trial boot (renames its boot entry, ending the boot
+        // counting) before it says ready: without that line the next reboot could still
+        // count down to a rollback, and the node is not done.
+        if count_lines(&n.console, "berth: blessed ") <= blessed_before {
+            bail!("{}: ready on {version} but its boot entry was not blessed (console log {}); the reboot lock stays held", n.name, n.console.display());
+        }
         // Ready means its etcd member answered /health; check it as the cluster sees it.
         let start = Instant::now();
         loop {
@@ -900,8 +1018,9 @@ pub fn rolling_update(c: &Cluster, bundle: &Path, progress: &dyn Fn(&str)) -> Re
         }
         release_lock(c, via, &n.name)?;
         progress(&format!(
-            "{}: {version} in slot {slot}, etcd healthy; lock released",
-            n.name
+            "{}: {version} in slot {slot}, etcd healthy; lock released ({:.0} s)",
+            n.name,
+            node_start.elapsed().as_secs_f64()
         ));
     }
     Ok(version)
@@ -916,6 +1035,7 @@ pub struct NodeStatus {
     pub version: Option<String>,
     pub slot: Option<String>,
     pub ssh_port: u16,
+    pub etcd_port: u16,
 }
 
 pub fn status(c: &Cluster) -> Vec<NodeStatus> {
@@ -937,6 +1057,7 @@ pub fn status(c: &Cluster) -> Vec<NodeStatus> {
                 version: ready.as_ref().map(|r| r.1.clone()),
                 slot: ready.map(|r| r.0),
                 ssh_port: n.ssh_port,
+                etcd_port: n.etcd_port,
             }
         })
         .collect()
@@ -958,25 +1079,53 @@ mod tests {
             &all[1],
             &all,
             Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBf3 test\n"),
+            None,
         );
         let cfg = berth_contract::config::MachineConfig::parse(&text).unwrap();
         assert_eq!(cfg.hostname.as_deref(), Some("c-2"));
+        assert!(cfg.update.is_none(), "no channel: the image's policy");
+        // With a channel: check it, reboot under the lock.
+        let with = node_config(
+            "c",
+            &all[1],
+            &all,
+            None,
+            Some(ChannelUse { check_interval: 45 }),
+        );
+        let u = berth_contract::config::MachineConfig::parse(&with)
+            .unwrap()
+            .update
+            .unwrap();
+        let mut p = berth_contract::channel::Policy::default();
+        u.apply(&mut p);
+        assert_eq!(p.channel.as_deref(), Some("http://10.0.2.100:8080/"));
+        assert_eq!(p.check_interval, 45);
+        assert_eq!(p.reboot, berth_contract::channel::Reboot::EtcdLock);
         assert_eq!(cfg.network.len(), 2);
         let etcd = &cfg.files[0].content;
         assert!(etcd.contains("name: c-2\n"), "{etcd}");
         assert!(etcd.contains("initial-cluster: c-1=http://10.77.0.11:2380,c-2=http://10.77.0.12:2380,c-3=http://10.77.0.13:2380\n"), "{etcd}");
-        assert!(etcd.contains("listen-client-urls: http://127.0.0.1:2379,http://10.77.0.12:2379"));
+        // Every address of the node: loopback for its own etcdctl, the user NIC for the
+        // host's forwarded port, the cluster NIC for the other members' clients.
+        assert!(
+            etcd.contains("listen-client-urls: http://0.0.0.0:2379\n"),
+            "{etcd}"
+        );
+        assert!(
+            etcd.contains("advertise-client-urls: http://10.77.0.12:2379\n"),
+            "{etcd}"
+        );
     }
 
     #[test]
     fn lock_transactions_compare_before_they_write() {
         assert_eq!(
-            take_txn("c-2"),
-            "create(\"berth/reboot-lock\") = \"0\"\n\nput berth/reboot-lock c-2\n\n\n"
+            take_txn("c-2", 7),
+            "create(\"berth/reboot-lock\") = \"0\"\n\nput berth/reboot-lock c-2\nput berth/reboot-history/7-c-2 taken\n\n\n"
         );
         assert_eq!(
-            release_txn("c-2"),
-            "value(\"berth/reboot-lock\") = \"c-2\"\n\ndel berth/reboot-lock\n\n\n"
+            release_txn("c-2", 7),
+            "value(\"berth/reboot-lock\") = \"c-2\"\n\ndel berth/reboot-lock\nput berth/reboot-history/7-c-2 released\n\n\n"
         );
     }
 

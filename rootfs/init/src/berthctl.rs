@@ -6,7 +6,8 @@
 use crate::{cmdline, esp, sys};
 
 const USAGE: &str = "usage: berthctl poweroff | reboot | status [--json] | services | logs NAME | config show | hostname NAME
-       | update apply FILE|URL|- [--allow-downgrade] [--reboot] | update check [--channel URL] [--apply] [--reboot] | rollback";
+       | update apply FILE|URL|- [--allow-downgrade] [--reboot] | update check [--channel URL] [--apply] [--reboot] | rollback
+       | lock status | lock take [--wait] [--for VERSION] | lock release [--wait]";
 
 /// Runs the command in `args` (without the program name); returns the exit code.
 pub fn main(args: &[String]) -> i32 {
@@ -23,6 +24,7 @@ pub fn main(args: &[String]) -> i32 {
             update_check(&args[2..])
         }
         Some("rollback") => rollback(),
+        Some("lock") => crate::lock::main(&args[1..]),
         Some("hostname") => match args.get(1) {
             Some(name) if args.len() == 2 => hostname(name),
             _ => {
@@ -300,6 +302,10 @@ fn update_check(args: &[String]) -> i32 {
     match crate::channel::check(channel.as_deref(), apply) {
         Ok(Outcome::UpToDate { running, latest }) => {
             println!("up to date: running {running}; the channel's latest is {latest}");
+            0
+        }
+        Ok(Outcome::RolledBack { version, why }) => {
+            println!("not updating: this machine rolled back from {version} ({why}); waiting for a newer version");
             0
         }
         Ok(Outcome::Available {

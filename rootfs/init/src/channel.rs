@@ -31,10 +31,37 @@ pub fn policy() -> Policy {
     Policy::default()
 }
 
+/// Why this machine rolled back from `version`, if it did: the health records on /var
+/// (`slot-X` while not yet reported, `slot-X.reported` after) start with the version.
+fn rolled_back_from(version: &str) -> Option<String> {
+    rolled_back_in(&host(paths::HEALTH_DIR), version)
+}
+
+fn rolled_back_in(health_dir: &str, version: &str) -> Option<String> {
+    for slot in ["a", "b"] {
+        for suffix in ["", ".reported"] {
+            let p = format!("{health_dir}/slot-{slot}{suffix}");
+            if let Ok(t) = fs::read_to_string(&p) {
+                let mut l = t.lines();
+                if l.next() == Some(version) {
+                    return Some(l.next().unwrap_or("unknown").to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
 pub enum Outcome {
     UpToDate {
         running: String,
         latest: String,
+    },
+    /// The channel's latest is a version this machine already tried and rolled back from: it
+    /// waits for a newer one rather than loop through the same failure.
+    RolledBack {
+        version: String,
+        why: String,
     },
     Available {
         version: String,
@@ -88,6 +115,12 @@ pub fn check(channel: Option<&str>, apply: bool) -> Result<Outcome> {
             latest: idx.version,
         });
     }
+    if let Some(why) = rolled_back_from(&idx.version) {
+        return Ok(Outcome::RolledBack {
+            version: idx.version,
+            why,
+        });
+    }
     let e = idx.pick(c.roothash.as_deref().unwrap_or(""));
     if !apply {
         return Ok(Outcome::Available {
@@ -110,4 +143,35 @@ pub fn check(channel: Option<&str>, apply: bool) -> Result<Outcome> {
     }
     let _ = fs::write(host(paths::UPDATE_PENDING), format!("{version}\n"));
     Ok(Outcome::Applied { slot, version })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_that_rolled_back_here_is_not_taken_again() {
+        let d = std::env::temp_dir().join(format!("berth-rolled-back-{}", std::process::id()));
+        fs::create_dir_all(&d).unwrap();
+        let dir = d.to_str().unwrap();
+        assert_eq!(rolled_back_in(dir, "0.3.0"), None);
+        fs::write(
+            d.join("slot-b.reported"),
+            "0.3.0\nrequired services not up: broken: exited status=1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            rolled_back_in(dir, "0.3.0").as_deref(),
+            Some("required services not up: broken: exited status=1")
+        );
+        assert_eq!(
+            rolled_back_in(dir, "0.4.0"),
+            None,
+            "a newer version is taken"
+        );
+        // Not yet reported (the rollback boot has not got that far): the same.
+        fs::write(d.join("slot-a"), "0.4.0\nits boot did not reach ready\n").unwrap();
+        assert!(rolled_back_in(dir, "0.4.0").is_some());
+        fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -1,7 +1,8 @@
 //! A small HTTP/1.1 client for update channels (`http://` only: the bundles carry their own
-//! signature, and a TLS stack does not belong in PID 1's binary). One GET, no redirects, a
-//! body with Content-Length or up to the connection's end; connect and read timeouts bound
-//! every wait.
+//! signature, and a TLS stack does not belong in PID 1's binary), and for the reboot lock's
+//! JSON requests to the local etcd member. One request per connection, no redirects, a body
+//! with Content-Length or up to the connection's end (chunked only for a POST's small
+//! answer); connect and read timeouts bound every wait.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -42,38 +43,55 @@ impl Read for Body {
     }
 }
 
-/// GETs `url`; a status other than 200 is an error naming it.
-pub fn get(url: &str) -> Result<Body> {
+/// A response's head read: the reader at the body, its length, whether it is chunked.
+struct Head {
+    r: BufReader<TcpStream>,
+    length: Option<u64>,
+    chunked: bool,
+}
+
+/// Sends `METHOD url` (a JSON `body` for a POST) and reads the status line and headers; a
+/// status other than 200 is an error naming the request.
+fn request(method: &str, url: &str, body: Option<&str>, read: Duration) -> Result<Head> {
     let (host, path) = split(url)?;
     let addr = host
         .to_socket_addrs()
         .ctx(|| format!("resolving {host}"))?
         .next()
         .ok_or_else(|| crate::Error(format!("resolving {host}: no address")))?;
-    let s = TcpStream::connect_timeout(&addr, CONNECT).ctx(|| format!("connecting to {url}"))?;
-    s.set_read_timeout(Some(READ))
+    let s = TcpStream::connect_timeout(&addr, CONNECT.min(read))
+        .ctx(|| format!("connecting to {url}"))?;
+    s.set_read_timeout(Some(read))
         .ctx(|| "setting a read timeout")?;
-    s.set_write_timeout(Some(READ))
+    s.set_write_timeout(Some(read))
         .ctx(|| "setting a write timeout")?;
     let mut w = s.try_clone().ctx(|| "cloning the socket")?;
     // One write: a server may answer and close as soon as it has the request line.
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: berthctl\r\nConnection: close\r\n\r\n"
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: berthctl\r\nConnection: close\r\n"
     );
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        ));
+    } else {
+        req.push_str("\r\n");
+    }
     w.write_all(req.as_bytes())
         .ctx(|| format!("sending the request for {url}"))?;
     let mut r = BufReader::with_capacity(1 << 20, s);
     let mut line = String::new();
     r.read_line(&mut line)
-        .ctx(|| format!("reading the response to GET {url}"))?;
+        .ctx(|| format!("reading the response to {method} {url}"))?;
     let status = line.split_whitespace().nth(1).unwrap_or("");
     if !line.starts_with("HTTP/1.") {
-        fail!("GET {url}: not an HTTP response ({:?})", line.trim());
+        fail!("{method} {url}: not an HTTP response ({:?})", line.trim());
     }
     if status != "200" {
-        fail!("GET {url}: the server answered {}", line.trim());
+        fail!("{method} {url}: the server answered {}", line.trim());
     }
-    let mut length = None;
+    let (mut length, mut chunked) = (None, false);
     let mut n = 0;
     loop {
         line.clear();
@@ -81,7 +99,7 @@ pub fn get(url: &str) -> Result<Body> {
             .ctx(|| format!("reading the headers of {url}"))?;
         n += 1;
         if n > 200 {
-            fail!("GET {url}: more than 200 header lines");
+            fail!("{method} {url}: more than 200 header lines");
         }
         let l = line.trim_end();
         if l.is_empty() {
@@ -92,18 +110,77 @@ pub fn get(url: &str) -> Result<Body> {
             if k == "content-length" {
                 length = Some(
                     v.parse::<u64>()
-                        .ctx(|| format!("GET {url}: Content-Length {v:?}"))?,
+                        .ctx(|| format!("{method} {url}: Content-Length {v:?}"))?,
                 );
-            } else if k == "transfer-encoding" && !v.eq_ignore_ascii_case("identity") {
-                fail!("GET {url}: transfer encoding {v:?} is not supported (serve files with a Content-Length)");
+            } else if k == "transfer-encoding" {
+                if v.eq_ignore_ascii_case("chunked") {
+                    chunked = true;
+                } else if !v.eq_ignore_ascii_case("identity") {
+                    fail!("{method} {url}: transfer encoding {v:?} is not supported");
+                }
             }
         }
     }
-    let inner: Box<dyn Read> = match length {
-        Some(len) => Box::new(r.take(len)),
-        None => Box::new(r),
+    Ok(Head { r, length, chunked })
+}
+
+/// GETs `url`; a status other than 200 is an error naming it.
+pub fn get(url: &str) -> Result<Body> {
+    let h = request("GET", url, None, READ)?;
+    if h.chunked {
+        fail!("GET {url}: a chunked response (serve files with a Content-Length)");
+    }
+    let inner: Box<dyn Read> = match h.length {
+        Some(len) => Box::new(h.r.take(len)),
+        None => Box::new(h.r),
     };
-    Ok(Body { inner, length })
+    Ok(Body {
+        inner,
+        length: h.length,
+    })
+}
+
+/// POSTs the JSON `body` to `url` and returns the answer (at most `max` bytes, chunked or
+/// not), every wait bounded by `timeout`.
+pub fn post_text(url: &str, body: &str, max: u64, timeout: Duration) -> Result<String> {
+    let h = request("POST", url, Some(body), timeout)?;
+    let mut r = h.r;
+    let mut raw = Vec::new();
+    if h.chunked {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            r.read_line(&mut line)
+                .ctx(|| format!("reading a chunk of POST {url}"))?;
+            let size = line.trim().split(';').next().unwrap_or("");
+            let size = u64::from_str_radix(size, 16)
+                .ctx(|| format!("POST {url}: chunk size {:?}", line.trim()))?;
+            if size == 0 {
+                break;
+            }
+            if raw.len() as u64 + size > max {
+                fail!("POST {url}: an answer of more than {max} bytes");
+            }
+            (&mut r)
+                .take(size)
+                .read_to_end(&mut raw)
+                .ctx(|| format!("reading POST {url}"))?;
+            line.clear();
+            r.read_line(&mut line)
+                .ctx(|| format!("reading POST {url}"))?;
+        }
+    } else {
+        if h.length.is_some_and(|l| l > max) {
+            fail!("POST {url}: an answer of more than {max} bytes");
+        }
+        r.take(h.length.unwrap_or(max + 1).min(max + 1))
+            .read_to_end(&mut raw)
+            .ctx(|| format!("reading POST {url}"))?;
+        if raw.len() as u64 > max {
+            fail!("POST {url}: an answer of more than {max} bytes");
+        }
+    }
+    String::from_utf8(raw).map_err(|_| crate::Error(format!("POST {url}: the answer is not UTF-8")))
 }
 
 /// GETs a small document (an index) whole, bounded to `max` bytes.

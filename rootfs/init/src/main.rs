@@ -18,6 +18,7 @@ mod health;
 mod http;
 mod imds;
 mod initrd;
+mod lock;
 mod logs;
 mod main_stage;
 mod net;

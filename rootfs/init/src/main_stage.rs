@@ -5,6 +5,7 @@ use std::fs::{self, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use berth_contract::channel::Reboot;
 use berth_contract::config::{Addressing, Interface, Nic};
 use berth_contract::paths;
 
@@ -325,6 +326,7 @@ pub fn run() -> Result<()> {
     let mut next_check =
         (updates.channel.is_some() && !every.is_zero()).then(|| sys::uptime() + every);
     let (mut announced, mut checking) = (false, None);
+    let (mut locking, mut next_lock_try) = (None, None);
     say!(
         "ready slot={} version={}",
         c.slot.map_or("unknown", |s| s.as_str()),
@@ -335,6 +337,8 @@ pub fn run() -> Result<()> {
         Ok(v) => say!("containerd version={v}"),
         Err(e) => warn!("{e}"),
     }
+
+    after_lock_reboot(&version(&c), c.slot);
 
     if let Some(how) = c.after_ready {
         shutdown(how, &mut sup);
@@ -353,21 +357,40 @@ pub fn run() -> Result<()> {
             }
         }
         if let Ok(v) = fs::read_to_string(paths::UPDATE_PENDING) {
+            let v = v.trim();
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            if updates.reboot.allows(now) {
+            if updates.reboot == Reboot::EtcdLock {
+                // Held (the record is written before `lock take` says so and exits: wait
+                // for that, so its line comes first and nothing is cut off).
+                let child_done = locking.is_none_or(|pid| sys::kill(pid, 0).is_err());
+                if child_done && crate::lock::held().is_some_and(|(_, for_v)| for_v == v) {
+                    say!("rebooting into the applied update {v} (reboot policy etcd-lock: this machine holds the cluster's reboot lock)");
+                    shutdown(Halt::Reboot, &mut sup);
+                }
+                if !announced {
+                    announced = true;
+                    say!("update {v} applied; it reboots once it holds the cluster's reboot lock");
+                }
+                // One `berthctl lock take --wait` at a time; started again (not too often)
+                // if it gave up.
+                if locking.is_none_or(|pid| sys::kill(pid, 0).is_err())
+                    && next_lock_try.is_none_or(|t| sys::uptime() >= t)
+                {
+                    next_lock_try = Some(sys::uptime() + Duration::from_secs(10));
+                    locking = spawn_berthctl(&["lock", "take", "--wait", "--for", v]);
+                }
+            } else if updates.reboot.allows(now) {
                 say!(
-                    "rebooting into the applied update {} (reboot policy {})",
-                    v.trim(),
+                    "rebooting into the applied update {v} (reboot policy {})",
                     updates.reboot.text()
                 );
                 shutdown(Halt::Reboot, &mut sup);
             } else if !announced {
                 announced = true;
                 say!(
-                    "update {} applied; it reboots in the window {}",
-                    v.trim(),
+                    "update {v} applied; it reboots in the window {}",
                     updates.reboot.text()
                 );
             }
@@ -387,20 +410,47 @@ pub fn run() -> Result<()> {
 /// others), its lines on the console; returns its PID (the caller starts no second one while
 /// it runs, and none once an update is pending).
 fn check_channel() -> Option<i32> {
-    use std::os::unix::process::CommandExt;
     if fs::metadata(paths::UPDATE_PENDING).is_ok() {
         return None;
     }
+    spawn_berthctl(&["update", "check", "--apply"])
+}
+
+/// `berthctl ARGS` as a child of PID 1 (reaped with the others), its lines on the console.
+fn spawn_berthctl(args: &[&str]) -> Option<i32> {
+    use std::os::unix::process::CommandExt;
     match std::process::Command::new("/proc/self/exe")
         .arg0("berthctl")
-        .args(["update", "check", "--apply"])
+        .args(args)
         .spawn()
     {
         Ok(c) => Some(c.id() as i32),
         Err(e) => {
-            warn!("starting the update check: {e}");
+            warn!("starting berthctl {}: {e}", args.join(" "));
             None
         }
+    }
+}
+
+/// Ready: if this machine holds the cluster's reboot lock (it took it to reboot into an
+/// update), release it when this boot is that update and blessed; keep it, saying so, when
+/// this boot is another version (it rolled back, or never got there): no other machine should
+/// reboot into a release that failed here.
+fn after_lock_reboot(running: &str, slot: Option<berth_contract::Slot>) {
+    let Some((holder, for_v)) = crate::lock::held() else {
+        return;
+    };
+    let blessed = slot.is_some_and(|slot| {
+        crate::esp::entries()
+            .is_ok_and(|l| l.iter().any(|(e, _)| e.slot == slot && e.tries.is_none()))
+    });
+    if !for_v.is_empty() && for_v == running && blessed {
+        say!("{holder} is up on {running} and blessed: releasing the cluster's reboot lock");
+        spawn_berthctl(&["lock", "release", "--wait"]);
+    } else if for_v.is_empty() {
+        say!("{holder} holds the cluster's reboot lock (taken by hand); `berthctl lock release` frees it");
+    } else {
+        say!("{holder} holds the cluster's reboot lock for {for_v}, but this boot runs {running}{}: keeping it, so no other machine reboots into {for_v}; `berthctl lock release` frees it", if blessed { "" } else { " (not blessed)" });
     }
 }
 
