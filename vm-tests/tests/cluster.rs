@@ -52,24 +52,6 @@ fn etcdctl_retrying(c: &Cluster, node: &str, args: &str) -> String {
     panic!("etcdctl {args} on {node} failed 5 times: {last}");
 }
 
-fn base64(b: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in b.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// One put through etcd's JSON gateway (`POST /v3/kv/put`) on 127.0.0.1:`port`, the node's
 /// forwarded client port; bounded by short timeouts, as a client with other endpoints is.
 fn put(port: u16, key: &str, value: &str) -> Result<(), String> {
@@ -81,8 +63,8 @@ fn put(port: u16, key: &str, value: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let body = format!(
         "{{\"key\":\"{}\",\"value\":\"{}\"}}",
-        base64(key.as_bytes()),
-        base64(value.as_bytes())
+        berth_contract::lock::base64(key.as_bytes()),
+        berth_contract::lock::base64(value.as_bytes())
     );
     write!(
         s,
@@ -200,7 +182,8 @@ fn three_nodes_form_an_etcd_cluster_that_survives_a_killed_node() {
         build_profile_delta("cluster-broken.toml", Some(vec![]), Some(img.dir.clone())).unwrap();
     let v2 = build_profile_delta("cluster-v2.toml", Some(vec![]), Some(img.dir.clone())).unwrap();
     let root = tempfile::tempdir().unwrap();
-    let say = |m: &str| eprintln!("cluster: {m}");
+    let t0 = Instant::now();
+    let say = |m: &str| eprintln!("cluster: [{:6.1} s] {m}", t0.elapsed().as_secs_f64());
     let mut c = cluster::create(
         root.path(),
         &UpOptions {
@@ -406,7 +389,8 @@ fn nodes_updating_themselves_from_a_channel_reboot_one_at_a_time_under_the_lock(
     let img = build_profile("cluster-test.toml", Some(vec![])).unwrap();
     let v3 = build_profile_delta("cluster-v3.toml", Some(vec![]), Some(img.dir.clone())).unwrap();
     let root = tempfile::tempdir().unwrap();
-    let say = |m: &str| eprintln!("cluster: {m}");
+    let t0 = Instant::now();
+    let say = |m: &str| eprintln!("cluster: [{:6.1} s] {m}", t0.elapsed().as_secs_f64());
     // The channel the nodes check every 20 s: empty (404) until 0.4.0 is published.
     let channel = root.path().join("channel");
     std::fs::create_dir(&channel).unwrap();

@@ -72,7 +72,9 @@ pub enum Command {
 impl Global {
     pub fn cache_dir(&self) -> PathBuf {
         if let Some(d) = &self.cache_dir {
-            return d.clone();
+            // Absolute: the cache's paths go to apt (run in its own directory) and into
+            // configuration files, where a relative one would name something else.
+            return std::path::absolute(d).unwrap_or_else(|_| d.clone());
         }
         berth::cache::default_dir()
     }

@@ -969,7 +969,11 @@ pub fn rolling_update(c: &Cluster, bundle: &Path, progress: &dyn Fn(&str)) -> Re
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        progress(&format!("{}: applied; rebooting", n.name));
+        progress(&format!(
+            "{}: applied in {:.0} s; rebooting",
+            n.name,
+            node_start.elapsed().as_secs_f64()
+        ));
         let start = Instant::now();
         while ready_lines(&n.console) <= before {
             if start.elapsed() > READY_TIMEOUT {
@@ -985,6 +989,11 @@ pub fn rolling_update(c: &Cluster, bundle: &Path, progress: &dyn Fn(&str)) -> Re
             std::thread::sleep(Duration::from_millis(500));
         }
         let (slot, v) = ready_of(&n.console).unwrap_or_default();
+        progress(&format!(
+            "{}: ready on {v} in slot {slot} {:.0} s after its reboot",
+            n.name,
+            start.elapsed().as_secs_f64()
+        ));
         if v != version {
             let text =
                 String::from_utf8_lossy(&fs::read(&n.console).unwrap_or_default()).into_owned();

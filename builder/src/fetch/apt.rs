@@ -466,9 +466,31 @@ impl Role {
         match self {
             Role::Kernel => dep.starts_with("linux-image-"),
             Role::Boot | Role::KernelSource => false,
-            Role::Runtime | Role::Image => true,
+            Role::Runtime | Role::Image => !install_only(dep),
         }
     }
+}
+
+/// Packages that serve only the installation of other packages on a mutable Debian system:
+/// their maintainer scripts create users (`adduser`), ask questions (`debconf`), register
+/// services (`init-system-helpers`), merge /usr (`usrmerge`, `usr-is-merged`), run init-script
+/// helpers (`lsb-base`) or manage configuration files (`ucf`), or they are dpkg itself. berth
+/// runs no maintainer script and builds merged-/usr trees itself, so a dependency on one of
+/// them is not followed. They are not small: etcd-server's image was 108 MB, 84 MB of it perl
+/// and PAM reached through init-system-helpers -> usrmerge and adduser -> passwd, imported by
+/// every node's first boot. A package a profile names itself is still taken.
+pub fn install_only(dep: &str) -> bool {
+    matches!(
+        dep,
+        "adduser"
+            | "debconf"
+            | "dpkg"
+            | "init-system-helpers"
+            | "lsb-base"
+            | "ucf"
+            | "usr-is-merged"
+            | "usrmerge"
+    )
 }
 
 impl PackageIndex {
@@ -635,6 +657,50 @@ mod tests {
         let libc = got.iter().find(|(_, e)| e.name == "libc6").unwrap();
         assert_eq!(libc.1.version, "2.36-9+deb12u14");
         assert_eq!(idx.candidate("libseccomp").unwrap().name, "libseccomp2");
+    }
+
+    #[test]
+    fn install_only_dependencies_are_not_followed_unless_named() {
+        let mut idx = PackageIndex::default();
+        idx.add(entry("linux-image-cloud-amd64", "6.1.1", &[]));
+        idx.add(entry(
+            "etcd-server",
+            "3.4",
+            &["init-system-helpers", "adduser", "libc6"],
+        ));
+        idx.add(entry(
+            "init-system-helpers",
+            "1.65",
+            &["usrmerge", "perl-base"],
+        ));
+        idx.add(entry("usrmerge", "37", &["perl"]));
+        idx.add(entry("adduser", "3.134", &["passwd"]));
+        idx.add(entry("passwd", "4.13", &["libpam0g"]));
+        idx.add(entry("libpam0g", "1.5", &[]));
+        idx.add(entry("libc6", "2.36", &[]));
+        let names = |runtime: &[&str]| -> Vec<String> {
+            idx.resolve(&roots("linux-image-cloud-amd64", runtime))
+                .unwrap()
+                .into_iter()
+                .map(|(_, e)| e.name)
+                .collect()
+        };
+        assert_eq!(
+            names(&["etcd-server"]),
+            ["etcd-server", "libc6", "linux-image-cloud-amd64"]
+        );
+        // Named by the profile, it is taken (with what it needs that is not install-only).
+        assert_eq!(
+            names(&["etcd-server", "adduser"]),
+            [
+                "adduser",
+                "etcd-server",
+                "libc6",
+                "libpam0g",
+                "linux-image-cloud-amd64",
+                "passwd"
+            ]
+        );
     }
 
     #[test]

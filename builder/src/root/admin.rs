@@ -248,12 +248,14 @@ pub fn image(
                 .into(),
             0o644,
         ),
+        // No version here: an image that differs only by it would be imported again by every
+        // version's first boot (the version is in `berthctl status`).
         (
             "/etc/motd",
             format!(
-                "berth {} {}: admin container. The host: berthctl status | berthctl services | \
+                "berth {}: admin container. The host: berthctl status | berthctl services | \
                  berthctl logs NAME | ctr containers ls | poweroff\n",
-                profile.image.name, profile.image.version
+                profile.image.name
             ),
             0o644,
         ),

@@ -49,6 +49,9 @@ pub fn closure<'a>(
             continue;
         }
         for d in pkg.depends.iter().rev() {
+            if crate::fetch::apt::install_only(d) {
+                continue;
+            }
             todo.push((d.clone(), format!("{} {}", pkg.name, pkg.version)));
         }
         out.push(pkg);

@@ -16,7 +16,7 @@ use berth_contract::paths::{HEALTH_DIR, HEALTH_POLICY};
 use berth_contract::{EntryName, Slot};
 
 use crate::services::Supervisor;
-use crate::{esp, say, warn, Ctx, Result};
+use crate::{esp, say, warn, Result};
 
 const DIR: &str = HEALTH_DIR;
 
@@ -121,15 +121,7 @@ pub fn initrd_check(root: &str, slot: Slot, version: &str, policy: &Policy) -> R
 }
 
 fn put(p: &str, n: u32) -> Result<()> {
-    if let Some(d) = std::path::Path::new(p).parent() {
-        fs::create_dir_all(d).ctx(|| format!("mkdir -p {}", d.display()))?;
-    }
-    let tmp = format!("{p}.tmp");
-    fs::write(&tmp, format!("{n}\n")).ctx(|| format!("writing {tmp}"))?;
-    fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .ctx(|| format!("fsync {tmp}"))?;
-    fs::rename(&tmp, p).ctx(|| format!("renaming {tmp} to {p}"))
+    crate::durable::replace(p, format!("{n}\n").as_bytes())
 }
 
 /// The slot whose boot reached ready (set once the boot outcome is decided).

@@ -122,15 +122,7 @@ pub fn held() -> Option<(String, String)> {
 
 fn write_held(holder: &str, version: &str) -> Result<()> {
     let p = host(paths::REBOOT_LOCK);
-    if let Some(d) = std::path::Path::new(&p).parent() {
-        fs::create_dir_all(d).ctx(|| format!("mkdir -p {}", d.display()))?;
-    }
-    let tmp = format!("{p}.tmp");
-    fs::write(&tmp, format!("{holder}\n{version}\n")).ctx(|| format!("writing {tmp}"))?;
-    fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .ctx(|| format!("fsync {tmp}"))?;
-    fs::rename(&tmp, &p).ctx(|| format!("renaming {tmp} to {p}"))?;
+    crate::durable::replace(&p, format!("{holder}\n{version}\n").as_bytes())?;
     crate::sys::sync();
     Ok(())
 }

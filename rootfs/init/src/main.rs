@@ -12,6 +12,7 @@ mod berthctl;
 mod channel;
 mod cmdline;
 mod dm;
+mod durable;
 mod esp;
 mod gpt;
 mod health;

@@ -313,6 +313,9 @@ pub fn start_containerd(sup: &mut Supervisor) -> Result<()> {
 /// A short-lived child waited for by pid while the supervisor goes on reaping the others.
 struct Job {
     what: String,
+    /// For an archive whose manifest containerd already holds under another name: that name,
+    /// which `ctr images tag` gives this version's name too instead of importing again.
+    tag_from: Option<String>,
     child: Child,
     status: Option<i32>,
     tries: u32,
@@ -331,11 +334,33 @@ fn spawn_import(tar: &str) -> std::io::Result<Child> {
         .spawn()
 }
 
+/// `ctr images tag --force FROM TO`: the new name for a manifest containerd holds (its content
+/// and unpacked snapshots are shared, nothing is read or written but the name).
+fn spawn_tag(from: &str, to: &str) -> std::io::Result<Child> {
+    ctr(&["images", "tag", "--force", from, to])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+}
+
+/// Starts the job for `tar`: a tag when `from` names its manifest already in containerd, else
+/// an import.
+fn spawn_job(tar: &str, from: Option<&str>, digest: Option<&str>) -> std::io::Result<Child> {
+    match (from, digest.and_then(|d| d.split_once(' '))) {
+        (Some(from), Some((_, to))) => spawn_tag(from, to),
+        _ => spawn_import(tar),
+    }
+}
+
 /// Imports every `dir/*.tar` (in name order) while containerd starts: each `ctr images import`
 /// is started at once and connects as soon as containerd serves, so ctr's own start-up overlaps
 /// containerd's. Returns when containerd accepts connections on its socket and every import
 /// has ended; fails only when containerd never serves. Import failures are loud warnings: a
 /// service whose image is missing fails in turn and says so.
+///
+/// An archive whose manifest containerd holds under another name (the same image in a new
+/// version: `localhost/berth/etcd:0.1.0` becomes `…:0.2.0`) is tagged with the new name instead:
+/// an import would read and hash the whole archive again, on every version's first boot.
 ///
 /// Before importing, the images an earlier version of either slot imported and neither slot
 /// ships any more are removed (`prune_images`): without that every update leaves its images
@@ -367,10 +392,12 @@ pub fn import_images(sup: &mut Supervisor, dir: &str, slot: Option<Slot>) -> Res
                 continue;
             }
         }
-        digests.push((tar.clone(), digest));
-        match spawn_import(&tar) {
+        let from = digest.as_deref().and_then(|d| tag_source(&tar, d));
+        digests.push((tar.clone(), digest.clone()));
+        match spawn_job(&tar, from.as_deref(), digest.as_deref()) {
             Ok(child) => jobs.push(Job {
                 what: tar,
+                tag_from: from,
                 child,
                 status: None,
                 tries: 1,
@@ -403,9 +430,32 @@ pub fn import_images(sup: &mut Supervisor, dir: &str, slot: Option<Slot>) -> Res
                 let _ = e.read_to_string(&mut err);
             }
             let refused = err.contains("failed to dial") && err.contains("connection refused");
-            if refused && j.tries < IMPORT_TRIES {
-                std::thread::sleep(Duration::from_millis(200));
+            if !refused && j.tag_from.is_some() {
+                // The old name is gone (removed by hand, or pruned): import after all.
+                warn!(
+                    "ctr images tag {} failed ({}): {}; importing {} instead",
+                    j.tag_from.as_deref().unwrap_or(""),
+                    describe(j.status.unwrap_or(0)),
+                    err.trim(),
+                    j.what
+                );
+                j.tag_from = None;
                 match spawn_import(&j.what) {
+                    Ok(child) => {
+                        j.child = child;
+                        j.status = None;
+                        j.tries = 1;
+                        continue;
+                    }
+                    Err(e) => err = format!("{err}; importing instead: {e}"),
+                }
+            } else if refused && j.tries < IMPORT_TRIES {
+                std::thread::sleep(Duration::from_millis(200));
+                let digest = digests
+                    .iter()
+                    .find(|(t, _)| *t == j.what)
+                    .and_then(|(_, d)| d.as_deref());
+                match spawn_job(&j.what, j.tag_from.as_deref(), digest) {
                     Ok(child) => {
                         j.child = child;
                         j.status = None;
@@ -465,7 +515,13 @@ pub fn import_images(sup: &mut Supervisor, dir: &str, slot: Option<Slot>) -> Res
         let Some(status) = j.status else { continue };
         let err = j.err;
         if status == 0 {
-            say!("imported {}", j.what);
+            match &j.tag_from {
+                Some(from) => say!(
+                    "image {} unchanged: tagged {from} with this version's name",
+                    j.what
+                ),
+                None => say!("imported {}", j.what),
+            }
             if let Some((_, Some(d))) = digests.iter().find(|(t, _)| *t == j.what) {
                 if let Some((_, r)) = d.split_once(' ') {
                     imported.insert(r.to_string());
@@ -476,7 +532,12 @@ pub fn import_images(sup: &mut Supervisor, dir: &str, slot: Option<Slot>) -> Res
             }
         } else {
             warn!(
-                "ctr images import {} failed ({}): {}",
+                "ctr images {} {} failed ({}): {}",
+                if j.tag_from.is_some() {
+                    "tag for"
+                } else {
+                    "import"
+                },
                 j.what,
                 describe(status),
                 err.trim()
@@ -511,13 +572,8 @@ fn read_refs(path: &str) -> BTreeSet<String> {
 }
 
 fn write_refs(path: &str, refs: &BTreeSet<String>) -> Result<()> {
-    fs::create_dir_all(IMPORTED_DIR).ctx(|| format!("mkdir -p {IMPORTED_DIR}"))?;
     let text: String = refs.iter().map(|r| format!("{r}\n")).collect();
-    let tmp = format!("{path}.tmp");
-    fs::write(&tmp, text)
-        .and_then(|()| fs::File::open(&tmp)?.sync_all())
-        .and_then(|()| fs::rename(&tmp, path))
-        .ctx(|| format!("writing {path}"))
+    crate::durable::replace(path, text.as_bytes())
 }
 
 /// The images to remove: berth imported them (`managed`, and the last import recorded per
@@ -648,13 +704,32 @@ fn already_imported(tar: &str, digest: &str) -> bool {
         && std::path::Path::new(&format!("{CONTENT_BLOBS}/sha256/{hex}")).is_file()
 }
 
+/// The name this archive's manifest was last imported (or tagged) under, when that was the same
+/// manifest under another name and containerd still holds its content: what a new version of an
+/// unchanged image is tagged from.
+fn tag_source(tar: &str, digest: &str) -> Option<String> {
+    let recorded = fs::read_to_string(record_path(tar)).ok()?;
+    same_manifest_other_name(recorded.trim(), digest, |hex| {
+        std::path::Path::new(&format!("{CONTENT_BLOBS}/sha256/{hex}")).is_file()
+    })
+}
+
+/// `recorded` and `ours` are `sha256:<hex> <reference>`: the recorded reference when the digests
+/// match, the references differ and `have(hex)` says the manifest blob is still there.
+fn same_manifest_other_name(
+    recorded: &str,
+    ours: &str,
+    have: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let (rd, rref) = recorded.split_once(' ')?;
+    let (od, oref) = ours.split_once(' ')?;
+    let hex = od.strip_prefix("sha256:")?;
+    (rd == od && rref != oref && !rref.is_empty() && have(hex)).then(|| rref.to_string())
+}
+
 fn record_import(tar: &str, digest: &str) -> Result<()> {
-    fs::create_dir_all(IMPORTED_DIR).ctx(|| format!("mkdir -p {IMPORTED_DIR}"))?;
-    let p = record_path(tar);
-    let tmp = format!("{p}.tmp");
-    fs::write(&tmp, format!("{digest}\n"))
-        .and_then(|()| fs::rename(&tmp, &p))
-        .ctx(|| format!("recording the import of {tar} in {p}"))
+    crate::durable::replace(&record_path(tar), format!("{digest}\n").as_bytes())
+        .ctx(|| format!("recording the import of {tar}"))
 }
 
 /// containerd's version as `ctr version` reports it from the running daemon: proof that its API
@@ -734,6 +809,37 @@ mod tests {
         assert_eq!(stale(&managed, &ours, &other), ["a:1", "x:9"]);
         assert!(stale(&managed, &managed, &set(&[])).is_empty());
         assert!(stale(&set(&[]), &ours, &other).is_empty());
+    }
+
+    #[test]
+    fn an_unchanged_manifest_under_a_new_name_is_tagged_from_the_old_one() {
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let other = format!("sha256:{}", "cd".repeat(32));
+        let rec = |r: &str| format!("{d} {r}");
+        let yes = |_: &str| true;
+        assert_eq!(
+            same_manifest_other_name(&rec("l/etcd:0.1.0"), &rec("l/etcd:0.2.0"), yes).as_deref(),
+            Some("l/etcd:0.1.0")
+        );
+        // Same name: nothing to tag (already_imported decides); another manifest: import it.
+        assert_eq!(
+            same_manifest_other_name(&rec("l/etcd:0.1.0"), &rec("l/etcd:0.1.0"), yes),
+            None
+        );
+        assert_eq!(
+            same_manifest_other_name(&format!("{other} l/etcd:0.1.0"), &rec("l/etcd:0.2.0"), yes),
+            None
+        );
+        // Content gone from containerd (a wiped store): import again.
+        assert_eq!(
+            same_manifest_other_name(&rec("l/etcd:0.1.0"), &rec("l/etcd:0.2.0"), |h| h
+                != "ab".repeat(32)),
+            None
+        );
+        assert_eq!(
+            same_manifest_other_name("", &rec("l/etcd:0.2.0"), yes),
+            None
+        );
     }
 
     #[test]
