@@ -250,3 +250,41 @@ fn update_bundle_headers() {
         }
     });
 }
+
+/// What the local etcd member's JSON gateway answers to the reboot lock's requests (the
+/// shapes etcd 3.4 sends), and base64, which carries every key and value.
+#[test]
+fn etcd_lock_answers() {
+    use berth_contract::lock;
+    let header = r#""header":{"cluster_id":"14841639068965178418","member_id":"10276657743932975437","revision":"7","raft_term":"2"}"#;
+    let seeds = [
+        format!(r#"{{{header},"succeeded":true,"responses":[{{"response_put":{{"header":{{"revision":"7"}}}}}}]}}"#),
+        format!(r#"{{{header},"responses":[{{"response_range":{{"header":{{"revision":"7"}},"kvs":[{{"key":"YmVydGgvcmVib290LWxvY2s=","create_revision":"6","mod_revision":"6","version":"1","value":"dC0x"}}],"count":"1"}}}}]}}"#),
+        format!(r#"{{{header},"kvs":[{{"key":"YmVydGgvcmVib290LWxvY2s=","create_revision":"6","mod_revision":"6","version":"1","value":"dC0y"}}],"count":"1"}}"#),
+        format!(r#"{{{header}}}"#),
+        r#"{"error":"etcdserver: request timed out","code":14,"message":"etcdserver: request timed out"}"#.to_string(),
+    ];
+    fuzz(
+        "etcd-lock-answers",
+        seeds.iter().map(|s| s.clone().into_bytes()).collect(),
+        |b| {
+            let t = text(b);
+            let ok = lock::put_ok(&t).is_ok();
+            assert_eq!(
+                lock::txn_succeeded(&t).is_ok(),
+                ok,
+                "one check of the answer"
+            );
+            if let Ok(Some(h)) = lock::holder_of(&t) {
+                assert!(ok, "a holder read from an answer that is not one: {h:?}");
+            }
+            assert_eq!(lock::unbase64(&lock::base64(b)).as_deref(), Some(b));
+            if let Some(raw) = lock::unbase64(&t) {
+                assert_eq!(
+                    lock::unbase64(&lock::base64(&raw)).as_deref(),
+                    Some(&raw[..])
+                );
+            }
+        },
+    );
+}

@@ -29,21 +29,27 @@ pub fn is_elf(data: &[u8]) -> bool {
     data.starts_with(b"\x7fELF")
 }
 
+/// The `N` bytes at `off`, or "truncated" (also where `off + N` would pass the address space).
+fn bytes_at<const N: usize>(d: &[u8], off: usize) -> Result<[u8; N]> {
+    let b = off
+        .checked_add(N)
+        .and_then(|end| d.get(off..end))
+        .context("truncated ELF")?;
+    let mut a = [0u8; N];
+    a.copy_from_slice(b);
+    Ok(a)
+}
+
 fn u16_at(d: &[u8], off: usize) -> Result<u16> {
-    let b = d.get(off..off + 2).context("truncated ELF")?;
-    Ok(u16::from_le_bytes([b[0], b[1]]))
+    bytes_at(d, off).map(u16::from_le_bytes)
 }
 
 fn u32_at(d: &[u8], off: usize) -> Result<u32> {
-    let b = d.get(off..off + 4).context("truncated ELF")?;
-    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    bytes_at(d, off).map(u32::from_le_bytes)
 }
 
 fn u64_at(d: &[u8], off: usize) -> Result<u64> {
-    let b = d.get(off..off + 8).context("truncated ELF")?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    Ok(u64::from_le_bytes(a))
+    bytes_at(d, off).map(u64::from_le_bytes)
 }
 
 fn cstr(d: &[u8], off: usize) -> Result<String> {
@@ -64,6 +70,14 @@ struct Phdr {
     filesz: u64,
 }
 
+/// `base + i * size`, or an error where a hostile header makes it overflow (the fuzzer found
+/// `phoff` near 2^64).
+fn offset(base: usize, i: usize, size: usize) -> Result<usize> {
+    i.checked_mul(size)
+        .and_then(|o| o.checked_add(base))
+        .context("ELF header offsets beyond the address space")
+}
+
 /// Parses the dynamic dependencies of a 64-bit little-endian ELF file. A static executable gives
 /// an empty result.
 pub fn deps(data: &[u8]) -> Result<ElfDeps> {
@@ -79,7 +93,7 @@ pub fn deps(data: &[u8]) -> Result<ElfDeps> {
     ensure!(phentsize >= 56, "bad ELF program header size {phentsize}");
     let mut phdrs = Vec::with_capacity(phnum);
     for i in 0..phnum {
-        let o = phoff + i * phentsize;
+        let o = offset(phoff, i, phentsize)?;
         phdrs.push(Phdr {
             kind: u32_at(data, o)?,
             offset: u64_at(data, o + 8)?,
@@ -100,8 +114,9 @@ pub fn deps(data: &[u8]) -> Result<ElfDeps> {
     let start = usize::try_from(dynamic.offset)?;
     let count = usize::try_from(dynamic.filesz / 16)?;
     for i in 0..count {
-        let tag = u64_at(data, start + i * 16)?;
-        let val = u64_at(data, start + i * 16 + 8)?;
+        let o = offset(start, i, 16)?;
+        let tag = u64_at(data, o)?;
+        let val = u64_at(data, o.saturating_add(8))?;
         if tag == DT_NULL {
             break;
         }
@@ -118,13 +133,18 @@ pub fn deps(data: &[u8]) -> Result<ElfDeps> {
     let strtab = phdrs
         .iter()
         .filter(|p| p.kind == PT_LOAD)
-        .find(|p| strtab_vaddr >= p.vaddr && strtab_vaddr < p.vaddr + p.filesz)
-        .map(|p| strtab_vaddr - p.vaddr + p.offset)
+        .find(|p| strtab_vaddr >= p.vaddr && strtab_vaddr - p.vaddr < p.filesz)
+        .and_then(|p| (strtab_vaddr - p.vaddr).checked_add(p.offset))
         .context("ELF DT_STRTAB is outside every loadable segment")?;
     let strtab = usize::try_from(strtab)?;
     let mut rpath = Vec::new();
     for (tag, val) in entries {
-        let s = || cstr(data, strtab + usize::try_from(val).unwrap_or(usize::MAX));
+        let s = || {
+            cstr(
+                data,
+                strtab.saturating_add(usize::try_from(val).unwrap_or(usize::MAX)),
+            )
+        };
         match tag {
             DT_NEEDED => out.needed.push(s()?),
             DT_RUNPATH => out.runpath.extend(s()?.split(':').map(str::to_string)),
@@ -166,6 +186,33 @@ mod tests {
         .expect("libc.so.6 on the host");
         let d = deps(&libc).unwrap();
         assert!(d.needed.iter().any(|n| n.starts_with("ld-linux")), "{d:?}");
+    }
+
+    /// Regression (fuzz, elf-deps): a PT_LOAD range reaching past 2^64 overflowed the offset
+    /// arithmetic (a panic with overflow checks on, a wrong read without).
+    #[test]
+    fn offsets_near_the_top_of_the_address_space_are_errors() {
+        // Every PT_LOAD from address 1 with the largest size: vaddr + filesz passes 2^64.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        // A program header table at 2^64 - 3: reading its first field passes the end.
+        let mut bad = me.clone();
+        bad[0x20..0x28].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
+        assert!(deps(&bad).unwrap_err().to_string().contains("truncated"));
+        let mut bad = me;
+        let phoff = u64::from_le_bytes(bad[0x20..0x28].try_into().unwrap()) as usize;
+        let (size, n) = (
+            u16::from_le_bytes([bad[0x36], bad[0x37]]) as usize,
+            u16::from_le_bytes([bad[0x38], bad[0x39]]) as usize,
+        );
+        for i in 0..n {
+            let o = phoff + i * size;
+            if u32::from_le_bytes(bad[o..o + 4].try_into().unwrap()) == PT_LOAD {
+                bad[o + 16..o + 24].copy_from_slice(&1u64.to_le_bytes());
+                bad[o + 32..o + 40].copy_from_slice(&u64::MAX.to_le_bytes());
+            }
+        }
+        // A garbage answer or an error, but no panic (the test profile checks overflows).
+        let _ = deps(&bad);
     }
 
     #[test]

@@ -81,8 +81,28 @@ pub fn seconds() -> f64 {
         .unwrap_or(1.0)
 }
 
+/// Whether `name` is to run: all targets, or those `BERTH_FUZZ_TARGETS` lists (commas).
+fn selected(name: &str) -> bool {
+    std::env::var("BERTH_FUZZ_TARGETS")
+        .map(|l| l.split(',').any(|t| t.trim() == name))
+        .unwrap_or(true)
+}
+
+/// Where a crashing input is kept: `target/fuzz-crashes` of the workspace.
+fn crash_dir() -> std::path::PathBuf {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = here
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .unwrap_or(here);
+    root.join("target/fuzz-crashes")
+}
+
 /// Runs `target` on mutations of `seeds` for the configured time; panics on a crash.
 pub fn fuzz(name: &str, seeds: Vec<Vec<u8>>, target: impl Fn(&[u8])) {
+    if !selected(name) {
+        return;
+    }
     for s in &seeds {
         target(s);
     }
@@ -94,8 +114,7 @@ pub fn fuzz(name: &str, seeds: Vec<Vec<u8>>, target: impl Fn(&[u8])) {
         mutate(&mut r, &seeds, &mut input);
         accepted_len = accepted_len.max(input.len());
         if let Err(e) = catch_unwind(AssertUnwindSafe(|| target(&input))) {
-            let dir =
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fuzz-crashes");
+            let dir = crash_dir();
             let _ = std::fs::create_dir_all(&dir);
             let p = dir.join(format!("{name}-{n}.bin"));
             let _ = std::fs::write(&p, &input);

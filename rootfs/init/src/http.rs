@@ -81,47 +81,96 @@ fn request(method: &str, url: &str, body: Option<&str>, read: Duration) -> Resul
     w.write_all(req.as_bytes())
         .ctx(|| format!("sending the request for {url}"))?;
     let mut r = BufReader::with_capacity(1 << 20, s);
-    let mut line = String::new();
-    r.read_line(&mut line)
-        .ctx(|| format!("reading the response to {method} {url}"))?;
-    let status = line.split_whitespace().nth(1).unwrap_or("");
-    if !line.starts_with("HTTP/1.") {
-        fail!("{method} {url}: not an HTTP response ({:?})", line.trim());
+    let (length, chunked) = read_head(&mut r, &format!("{method} {url}"))?;
+    Ok(Head { r, length, chunked })
+}
+
+/// The longest status, header or chunk-size line read: a server must not be able to grow the
+/// memory of PID 1 (or berthctl) without bound by never sending a newline.
+const MAX_LINE: u64 = 8192;
+/// The most header lines read.
+const MAX_HEADERS: usize = 200;
+
+/// Reads one line of at most [`MAX_LINE`] bytes into `line` (cleared first); 0 at the end.
+fn read_line(r: &mut impl BufRead, line: &mut String, what: &str) -> Result<usize> {
+    line.clear();
+    let n = r
+        .by_ref()
+        .take(MAX_LINE)
+        .read_line(line)
+        .ctx(|| format!("reading the response to {what}"))?;
+    if n as u64 == MAX_LINE && !line.ends_with('\n') {
+        fail!("{what}: a line of the response is longer than {MAX_LINE} bytes");
     }
+    Ok(n)
+}
+
+/// Reads a response's status line and headers from `r` (`what` is the request, for errors):
+/// the Content-Length, and whether the body is chunked. A status other than 200 is an error.
+pub fn read_head(r: &mut impl BufRead, what: &str) -> Result<(Option<u64>, bool)> {
+    let mut line = String::new();
+    read_line(r, &mut line, what)?;
+    if !line.starts_with("HTTP/1.") {
+        fail!("{what}: not an HTTP response ({:?})", line.trim());
+    }
+    let status = line.split_whitespace().nth(1).unwrap_or("");
     if status != "200" {
-        fail!("{method} {url}: the server answered {}", line.trim());
+        fail!("{what}: the server answered {}", line.trim());
     }
     let (mut length, mut chunked) = (None, false);
-    let mut n = 0;
-    loop {
-        line.clear();
-        r.read_line(&mut line)
-            .ctx(|| format!("reading the headers of {url}"))?;
-        n += 1;
-        if n > 200 {
-            fail!("{method} {url}: more than 200 header lines");
+    for _ in 0..=MAX_HEADERS {
+        if read_line(r, &mut line, what)? == 0 {
+            fail!("{what}: the connection closed within the headers");
         }
         let l = line.trim_end();
         if l.is_empty() {
-            break;
+            return Ok((length, chunked));
         }
         if let Some((k, v)) = l.split_once(':') {
             let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
             if k == "content-length" {
                 length = Some(
                     v.parse::<u64>()
-                        .ctx(|| format!("{method} {url}: Content-Length {v:?}"))?,
+                        .ctx(|| format!("{what}: Content-Length {v:?}"))?,
                 );
             } else if k == "transfer-encoding" {
                 if v.eq_ignore_ascii_case("chunked") {
                     chunked = true;
                 } else if !v.eq_ignore_ascii_case("identity") {
-                    fail!("{method} {url}: transfer encoding {v:?} is not supported");
+                    fail!("{what}: transfer encoding {v:?} is not supported");
                 }
             }
         }
     }
-    Ok(Head { r, length, chunked })
+    fail!("{what}: more than {MAX_HEADERS} header lines")
+}
+
+/// Reads a chunked body of at most `max` bytes from `r`.
+pub fn read_chunked(r: &mut impl BufRead, max: u64, what: &str) -> Result<Vec<u8>> {
+    let (mut raw, mut line) = (Vec::new(), String::new());
+    loop {
+        if read_line(r, &mut line, what)? == 0 {
+            fail!("{what}: the connection closed within the chunked answer");
+        }
+        let size = line.trim().split(';').next().unwrap_or("");
+        let size = u64::from_str_radix(size, 16)
+            .ctx(|| format!("{what}: chunk size {:?}", line.trim()))?;
+        if size == 0 {
+            return Ok(raw);
+        }
+        if size > max.saturating_sub(raw.len() as u64) {
+            fail!("{what}: an answer of more than {max} bytes");
+        }
+        let before = raw.len() as u64;
+        r.by_ref()
+            .take(size)
+            .read_to_end(&mut raw)
+            .ctx(|| format!("reading {what}"))?;
+        if raw.len() as u64 - before < size {
+            fail!("{what}: the connection closed within a chunk");
+        }
+        read_line(r, &mut line, what)?;
+    }
 }
 
 /// GETs `url`; a status other than 200 is an error naming it.
@@ -145,41 +194,21 @@ pub fn get(url: &str) -> Result<Body> {
 pub fn post_text(url: &str, body: &str, max: u64, timeout: Duration) -> Result<String> {
     let h = request("POST", url, Some(body), timeout)?;
     let mut r = h.r;
-    let mut raw = Vec::new();
-    if h.chunked {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            r.read_line(&mut line)
-                .ctx(|| format!("reading a chunk of POST {url}"))?;
-            let size = line.trim().split(';').next().unwrap_or("");
-            let size = u64::from_str_radix(size, 16)
-                .ctx(|| format!("POST {url}: chunk size {:?}", line.trim()))?;
-            if size == 0 {
-                break;
-            }
-            if raw.len() as u64 + size > max {
-                fail!("POST {url}: an answer of more than {max} bytes");
-            }
-            (&mut r)
-                .take(size)
-                .read_to_end(&mut raw)
-                .ctx(|| format!("reading POST {url}"))?;
-            line.clear();
-            r.read_line(&mut line)
-                .ctx(|| format!("reading POST {url}"))?;
-        }
+    let raw = if h.chunked {
+        read_chunked(&mut r, max, &format!("POST {url}"))?
     } else {
         if h.length.is_some_and(|l| l > max) {
             fail!("POST {url}: an answer of more than {max} bytes");
         }
+        let mut raw = Vec::new();
         r.take(h.length.unwrap_or(max + 1).min(max + 1))
             .read_to_end(&mut raw)
             .ctx(|| format!("reading POST {url}"))?;
         if raw.len() as u64 > max {
             fail!("POST {url}: an answer of more than {max} bytes");
         }
-    }
+        raw
+    };
     String::from_utf8(raw).map_err(|_| crate::Error(format!("POST {url}: the answer is not UTF-8")))
 }
 
@@ -217,6 +246,29 @@ mod tests {
             ("example:80".into(), "/".into())
         );
         assert!(split("https://x/").is_err());
+    }
+
+    /// A hostile server: a header line without end (memory grew without bound), a chunk size
+    /// of 2^64 - 1 (the length check overflowed), a response cut within its headers (taken as
+    /// complete).
+    #[test]
+    fn hostile_responses_are_errors() {
+        let mut long = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        long.resize(64 * 1024, b'a');
+        let e = read_head(&mut &long[..], "GET /x").unwrap_err();
+        assert!(e.0.contains("longer than 8192 bytes"), "{e}");
+        let e = read_head(
+            &mut &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"[..],
+            "GET /x",
+        );
+        assert!(e.unwrap_err().0.contains("closed within the headers"));
+        let e = read_chunked(&mut &b"ffffffffffffffff\r\nab"[..], 100, "POST /x").unwrap_err();
+        assert!(e.0.contains("more than 100 bytes"), "{e}");
+        let e = read_chunked(&mut &b"5\r\nab"[..], 100, "POST /x").unwrap_err();
+        assert!(e.0.contains("closed within a chunk"), "{e}");
+        let mut ok = &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1;e=x\r\nc\r\n0\r\n\r\n"[..];
+        assert_eq!(read_head(&mut ok, "POST /x").unwrap(), (None, true));
+        assert_eq!(read_chunked(&mut ok, 100, "POST /x").unwrap(), b"abc");
     }
 
     #[test]

@@ -14,6 +14,8 @@ mod cmdline;
 mod dm;
 mod durable;
 mod esp;
+#[cfg(test)]
+mod fuzz;
 mod gpt;
 mod health;
 mod http;

@@ -71,7 +71,7 @@ pub struct Lease {
 }
 
 /// A BOOTREQUEST: broadcast flag set (we cannot receive unicast before we have an address).
-fn packet(kind: u8, xid: u32, mac: [u8; 6], want: Option<(Ipv4Addr, Ipv4Addr)>) -> Vec<u8> {
+pub fn packet(kind: u8, xid: u32, mac: [u8; 6], want: Option<(Ipv4Addr, Ipv4Addr)>) -> Vec<u8> {
     let mut p = vec![0u8; 240];
     p[0..4].copy_from_slice(&[1, 1, 6, 0]); // BOOTREQUEST, ethernet, 6-byte address, 0 hops
     p[4..8].copy_from_slice(&xid.to_be_bytes());
@@ -95,7 +95,7 @@ fn ip(v: &[u8]) -> Option<Ipv4Addr> {
 }
 
 /// Parses a BOOTREPLY for transaction `xid`; `None` if it is not one.
-fn parse(p: &[u8], xid: u32) -> Option<Lease> {
+pub fn parse(p: &[u8], xid: u32) -> Option<Lease> {
     if p.len() < 240 || p[0] != 2 || p[4..8] != xid.to_be_bytes() || p[236..240] != MAGIC {
         return None;
     }
