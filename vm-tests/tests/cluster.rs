@@ -300,7 +300,12 @@ fn three_nodes_form_an_etcd_cluster_that_survives_a_killed_node() {
         "the lock stays held after a stopped rollout"
     );
 
-    // 0.2.0, one node at a time, while the host writes a key every 100 ms.
+    // 0.2.0, one node at a time, while the host writes a key every 100 ms; from a channel
+    // directory, so each node gets the delta from the root it runs.
+    let channel = root.path().join("channel");
+    let (_, public) = berth_vm_tests::release_key().unwrap();
+    let key = berth::util::keys::read_public(&public).unwrap();
+    berth::publish::channel::publish(&channel, &v2.dir, Some(&key)).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let ports: Vec<u16> = c.nodes.iter().map(|n| n.etcd_port).collect();
     let w = {
@@ -309,12 +314,23 @@ fn three_nodes_form_an_etcd_cluster_that_survives_a_killed_node() {
     };
     std::thread::sleep(Duration::from_secs(2));
     let started = Instant::now();
-    let done = cluster::rolling_update(&c, &v2.dir.join("update-delta.bundle"), &say);
+    let picked = std::cell::RefCell::new(Vec::new());
+    let done = cluster::rolling_update(&c, &channel, &|m| {
+        if m.contains("from the channel") {
+            picked.borrow_mut().push(m.to_string());
+        }
+        say(m)
+    });
     let wall = started.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     let w = w.join().unwrap();
     assert_eq!(done.unwrap(), "0.2.0");
+    let picked = picked.into_inner();
+    assert!(
+        picked.len() == 3 && picked.iter().all(|m| m.contains("0.2.0-from-")),
+        "every node runs 0.1.0's root, so each gets the delta from it: {picked:?}"
+    );
     eprintln!(
         "cluster: rolling update of 3 nodes in {:.1} s; writer: {} writes, {} failed, longest time without a write {:.2} s",
         wall.as_secs_f64(),

@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 /// current directory. Existing files are never overwritten.
 #[derive(Args)]
 pub struct KeygenArgs {
-    /// The key's name [default: berth].
+    /// The key's name (NAME.key, NAME.pub).
     #[arg(default_value = "berth")]
     name: String,
 }

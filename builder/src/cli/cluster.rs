@@ -39,7 +39,10 @@ pub struct ServeChannelArgs {
 /// back stops the rollout.
 #[derive(Args)]
 pub struct UpdateArgs {
-    /// The update bundle (a full bundle, or a delta from the nodes' running root).
+    /// An update bundle (a full bundle, or a delta from the nodes' running root), or a channel
+    /// directory (`berth publish channel DIR`): its latest release, each node getting the delta
+    /// from the root it runs when the channel has one, else the full bundle.
+    #[arg(value_name = "BUNDLE|CHANNEL")]
     bundle: PathBuf,
     #[arg(long)]
     name: Option<String>,

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::run::qemu::{self, VmConfig};
@@ -922,14 +922,100 @@ fn ready_lines(console: &Path) -> usize {
     count_lines(console, "berth: ready slot=")
 }
 
-/// `berth cluster update BUNDLE`: one node at a time, under the reboot lock: apply the
+/// What a rolling update applies: one bundle to every node, or the latest release of a channel
+/// directory (`berth publish channel DIR`), where each node gets the delta from the root it
+/// runs if the channel has one, else the full bundle.
+enum Release {
+    Bundle(PathBuf),
+    Channel {
+        dir: PathBuf,
+        index: berth_contract::channel::Index,
+    },
+}
+
+impl Release {
+    /// Opens `source` (a bundle file or a channel directory); the release and its version.
+    fn open(source: &Path) -> Result<(Release, String)> {
+        use berth_contract::channel::{Index, INDEX_FILE};
+        if !source.is_dir() {
+            let mut f =
+                fs::File::open(source).with_context(|| format!("opening {}", source.display()))?;
+            let header = crate::update::open(&mut f, &source.display().to_string())?.header;
+            return Ok((Release::Bundle(source.to_path_buf()), header.version));
+        }
+        let path = source.join(INDEX_FILE);
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{} is a directory without {INDEX_FILE}: give an update bundle, or a channel made by `berth publish channel`",
+                source.display()
+            )
+        })?;
+        let index = Index::parse(&text).with_context(|| format!("reading {}", path.display()))?;
+        let version = index.version.clone();
+        Ok((
+            Release::Channel {
+                dir: source.to_path_buf(),
+                index,
+            },
+            version,
+        ))
+    }
+
+    /// The bundle for a node whose booted root hash is `running` (`None`: not known), checked
+    /// against the channel's size and SHA-256 for a channel.
+    fn bundle_for(&self, running: Option<&str>) -> Result<PathBuf> {
+        let (dir, index) = match self {
+            Release::Bundle(p) => return Ok(p.clone()),
+            Release::Channel { dir, index } => (dir, index),
+        };
+        let entry = running
+            .and_then(|r| index.deltas.iter().find(|(from, _)| from == r))
+            .map_or(&index.full, |(_, e)| e);
+        let path = dir.join(&entry.bundle);
+        let sum = crate::util::digest::sha256_file(&path).with_context(|| {
+            format!("reading {} (named by the channel's index)", path.display())
+        })?;
+        let size = fs::metadata(&path)?.len();
+        ensure!(
+            size == entry.size && sum == entry.sha256,
+            "{}: {size} bytes with SHA-256 {sum}, but the channel's index says {} bytes, {}: the channel is damaged or being written",
+            path.display(),
+            entry.size,
+            entry.sha256
+        );
+        Ok(path)
+    }
+}
+
+/// The root hash of the slot node `n` booted, from `berthctl status --json` over SSH.
+fn running_roothash(c: &Cluster, n: &Node) -> Result<Option<String>> {
+    let out = ssh_command(c, n)
+        .args(["-o", "BatchMode=yes", "--", "berthctl status --json"])
+        .output()
+        .context("running ssh")?;
+    ensure!(
+        out.status.success(),
+        "{}: berthctl status: {}",
+        n.name,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("{}: berthctl status --json is not JSON", n.name))?;
+    Ok(v["slots"].as_array().and_then(|slots| {
+        slots
+            .iter()
+            .find(|s| s["booted"] == true)
+            .and_then(|s| s["roothash"].as_str())
+            .map(str::to_string)
+    }))
+}
+
+/// `berth cluster update BUNDLE|CHANNEL`: one node at a time, under the reboot lock: apply the
 /// bundle over SSH and reboot; wait until the node is ready on the new version, blessed, and
 /// its etcd member healthy; release. A node that comes back on its old version (it rolled
 /// back) stops the rollout, with its reason; the nodes after it stay untouched.
-pub fn rolling_update(c: &Cluster, bundle: &Path, progress: &dyn Fn(&str)) -> Result<String> {
-    let mut f = fs::File::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
-    let header = crate::update::open(&mut f, &bundle.display().to_string())?.header;
-    let version = header.version.clone();
+pub fn rolling_update(c: &Cluster, source: &Path, progress: &dyn Fn(&str)) -> Result<String> {
+    let (release, version) = Release::open(source)?;
     for n in &c.nodes {
         if !alive(n.pid, &c.dir) || ready_of(&n.console).is_none() {
             bail!("{} is not running and ready (`berth cluster status`): a rolling update starts from a healthy cluster", n.name);
@@ -944,6 +1030,18 @@ pub fn rolling_update(c: &Cluster, bundle: &Path, progress: &dyn Fn(&str)) -> Re
             progress(&format!("{} already runs {version}", n.name));
             continue;
         }
+        let bundle = match &release {
+            Release::Bundle(p) => p.clone(),
+            Release::Channel { .. } => {
+                let b = release.bundle_for(running_roothash(c, n)?.as_deref())?;
+                progress(&format!(
+                    "{}: {} from the channel",
+                    n.name,
+                    b.file_name().unwrap_or_default().to_string_lossy()
+                ));
+                b
+            }
+        };
         // The lock is taken and released through a node that stays up.
         let via = &c.nodes[if i == 0 { 1 % c.nodes.len() } else { 0 }];
         take_lock(c, via, &n.name, progress)?;
@@ -958,7 +1056,7 @@ pub fn rolling_update(c: &Cluster, bundle: &Path, progress: &dyn Fn(&str)) -> Re
             "--",
             "berthctl update apply - --reboot",
         ])
-        .stdin(fs::File::open(bundle)?);
+        .stdin(fs::File::open(&bundle)?);
         let out = cmd.output().context("running ssh")?;
         if !out.status.success() {
             let _ = release_lock(c, via, &n.name);
@@ -1078,6 +1176,44 @@ mod tests {
 
     fn nodes(n: u32) -> Vec<Node> {
         plan("c", n, Path::new("/x"))
+    }
+
+    #[test]
+    fn a_channel_release_gives_each_node_its_delta_or_the_full_bundle() {
+        use berth_contract::channel::{Entry, Index, INDEX_FILE};
+        let d = tempfile::tempdir().unwrap();
+        let entry = |name: &str, body: &[u8]| {
+            fs::write(d.path().join(name), body).unwrap();
+            Entry {
+                bundle: name.into(),
+                size: body.len() as u64,
+                sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body)),
+            }
+        };
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let index = Index {
+            image: "berth-cluster".into(),
+            arch: "x86_64".into(),
+            version: "0.2.0".into(),
+            roothash: "c".repeat(64),
+            full: entry("full.bundle", b"the full bundle"),
+            deltas: vec![(a.clone(), entry("delta-a.bundle", b"from a"))],
+        };
+        fs::write(d.path().join(INDEX_FILE), index.text()).unwrap();
+        let (r, version) = Release::open(d.path()).unwrap();
+        assert_eq!(version, "0.2.0");
+        let name = |p: PathBuf| p.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(name(r.bundle_for(Some(&a)).unwrap()), "delta-a.bundle");
+        assert_eq!(name(r.bundle_for(Some(&b)).unwrap()), "full.bundle");
+        assert_eq!(name(r.bundle_for(None).unwrap()), "full.bundle");
+        // A bundle that is not what the index says is refused, naming it.
+        fs::write(d.path().join("full.bundle"), b"the full bundle, changed").unwrap();
+        let e = r.bundle_for(None).unwrap_err().to_string();
+        assert!(e.contains("full.bundle") && e.contains("damaged"), "{e}");
+        // A directory that is not a channel.
+        let empty = tempfile::tempdir().unwrap();
+        let e = format!("{:#}", Release::open(empty.path()).err().unwrap());
+        assert!(e.contains("without channel.json"), "{e}");
     }
 
     #[test]
