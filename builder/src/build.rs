@@ -87,28 +87,58 @@ pub fn build(opts: &BuildOptions, p: &Printer) -> Result<BuildResult> {
     let rootfs = root::assemble(&profile, &packages, &init, p)?;
     let root = root::image::root_image(&profile, &rootfs, out.path(), p)?;
     let verity = root::image::verity(&root, out.path(), p)?;
-    let boot = boot::files(&profile, &packages, &rootfs, &init, out.path(), p)?;
-    let disk = disk::write(&profile, &root, &verity, &boot, out.path(), p)?;
-    update::bundles(
+    // --no-cache makes everything again, the initramfs too.
+    let initramfs_cache = (!opts.no_cache).then_some(opts.cache_dir.as_path());
+    let boot = boot::files(
         &profile,
-        &verity,
-        signing.as_ref(),
-        base.as_ref(),
+        &packages,
+        &rootfs,
+        &init,
         out.path(),
+        initramfs_cache,
         p,
     )?;
-    formats::write_all(
-        &formats,
-        &format_ctx(&profile, &disk, &verity, out.path()),
-        p,
-    )?;
+    let disk = disk::write(&profile, &root, &verity, &boot, out.path(), p)?;
+    // disk.raw's SHA-256 is the longest hash of a build (its holes count: 2.5 GiB of mostly
+    // zeros for the default profile), so it runs on a thread of its own while the bundles and
+    // the formats are written, instead of in the manifest stage after them.
+    let final_names: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| *n != outdir::MANIFEST && *n != outdir::SHA256SUMS)
+        .collect();
+    let (bundle_sums, disk_sum, pending) = std::thread::scope(|s| -> Result<_> {
+        let disk_sum = s.spawn(|| outdir::FileSum::of(out.path(), outdir::DISK));
+        let bundle_sums = update::bundles(
+            &profile,
+            &verity,
+            signing.as_ref(),
+            base.as_ref(),
+            out.path(),
+            p,
+        )?;
+        formats::write_all(
+            &formats,
+            &format_ctx(&profile, &disk, &verity, out.path()),
+            p,
+        )?;
+        // Every output but manifest.json and SHA256SUMS is final: into the cache with them
+        // while disk.raw is still being hashed.
+        let pending = cache::begin_store(&opts.cache_dir, &key, out.path(), &final_names);
+        let disk_sum = disk_sum
+            .join()
+            .map_err(|_| anyhow::anyhow!("hashing {} panicked", outdir::DISK))??;
+        Ok((bundle_sums, disk_sum, pending))
+    })?;
     let record = artifacts::record(&profile, &lock, &rootfs, &verity, &boot, &disk, &formats);
     let known = [root.sum, verity.sum]
         .into_iter()
         .chain(boot.sums)
+        .chain(bundle_sums)
+        .chain([disk_sum])
         .collect();
     let manifest = finish(out.path(), record, &names, known, p)?;
-    cache::store(&opts.cache_dir, &key, out.path(), &names);
+    pending.finish(out.path(), &[outdir::MANIFEST, outdir::SHA256SUMS]);
     write_metrics(out.path(), &names, false, started, p);
     commit(out, &names, &manifest, false)
 }

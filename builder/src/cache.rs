@@ -356,7 +356,11 @@ pub fn clean(cache_dir: &Path, all: bool) -> Result<u64> {
             .map(|e| e.path())
             .collect()
     } else {
-        vec![cache_dir.join("builds")]
+        vec![
+            cache_dir.join("builds"),
+            cache_dir.join(INITRAMFS_DIR),
+            cache_dir.join(crate::fetch::ZSTD_COPIES),
+        ]
     };
     let mut freed = 0;
     for t in targets.iter().filter(|t| t.exists()) {
@@ -371,44 +375,152 @@ pub fn clean(cache_dir: &Path, all: bool) -> Result<u64> {
     Ok(freed)
 }
 
+/// Where compressed initramfs images are kept, by the SHA-256 of their uncompressed cpio.
+pub const INITRAMFS_DIR: &str = "initramfs";
+/// How many of them are kept (the most recently used).
+const INITRAMFS_KEEP: usize = 16;
+
+/// The compressed form of `raw` (an uncompressed cpio archive) made by `compress`, from the
+/// cache when it holds it: a one-file change to a profile leaves the initramfs as it was, and
+/// zstd -19 of berth-init is most of a warm rebuild's initramfs stage. What the cache holds is
+/// checked before use: it must decompress to exactly `raw` (a damaged or altered entry is
+/// dropped and made again). Failing to store costs only speed, so it is a warning.
+pub fn initramfs(
+    cache_dir: &Path,
+    raw: &[u8],
+    decompress: impl Fn(&[u8]) -> Result<Vec<u8>>,
+    compress: impl Fn(&[u8]) -> Result<Vec<u8>>,
+) -> Result<Vec<u8>> {
+    use sha2::{Digest, Sha256};
+    let dir = cache_dir.join(INITRAMFS_DIR);
+    let path = dir.join(format!("{}.img", hex::encode(Sha256::digest(raw))));
+    if let Ok(kept) = fs::read(&path) {
+        if decompress(&kept).is_ok_and(|d| d == raw) {
+            // Its mtime is its last use, for the eviction below.
+            let _ = fs::File::options()
+                .append(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            return Ok(kept);
+        }
+        tracing::warn!(
+            "{}: a cached initramfs that does not decompress to its key; made again",
+            path.display()
+        );
+        let _ = fs::remove_file(&path);
+    }
+    let made = compress(raw)?;
+    let store = || -> Result<()> {
+        fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+        fs::write(&tmp, &made)?;
+        fs::rename(&tmp, &path)?;
+        let mut kept: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(&dir)?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".img"))
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        kept.sort_by_key(|k| std::cmp::Reverse(k.0));
+        for (_, old) in kept.into_iter().skip(INITRAMFS_KEEP) {
+            let _ = fs::remove_file(old);
+        }
+        Ok(())
+    };
+    if let Err(e) = store() {
+        tracing::warn!("could not cache the initramfs in {}: {e:#}", dir.display());
+    }
+    Ok(made)
+}
+
 /// Keeps a copy of a finished build for the next one with the same key. Best effort: a full
 /// disk only costs speed, so failures are warnings.
 pub fn store(cache_dir: &Path, key: &Key, staged: &Path, names: &[&str]) {
+    begin_store(cache_dir, key, staged, names).finish(staged, &[]);
+}
+
+/// A cache entry being written: outputs copied into a temporary directory beside the entry,
+/// renamed into place by [`Pending::finish`]. A build starts it with its big outputs while it
+/// still hashes disk.raw, and finishes it with manifest.json and SHA256SUMS, so copying into
+/// the cache does not add to the build's time. Dropped unfinished, it leaves nothing.
+pub struct Pending<'a> {
+    cache_dir: &'a Path,
+    dir: PathBuf,
+    tmp: Option<tempfile::TempDir>,
+}
+
+/// Starts the cache entry for `key` with copies of `names` from `staged` (best effort: a
+/// failure is a warning, and the entry is not made).
+pub fn begin_store<'a>(
+    cache_dir: &'a Path,
+    key: &Key,
+    staged: &Path,
+    names: &[&str],
+) -> Pending<'a> {
     let dir = entry_dir(cache_dir, key);
-    if let Err(e) = try_store(&dir, staged, names) {
-        tracing::warn!(
-            "could not cache the build result in {}: {e:#}",
-            dir.display()
-        );
-        return;
-    }
-    mark_used(&dir);
-    let evicted = keep_from_env().and_then(|keep| evict(cache_dir, &dir, keep));
-    match evicted {
-        Ok(gone) => {
-            for p in gone {
-                tracing::info!(
-                    "removed the least recently used cached build {}",
-                    p.display()
-                );
-            }
+    let tmp = (|| -> Result<tempfile::TempDir> {
+        let parent = dir.parent().context("cache path has no parent")?;
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        let tmp = tempfile::tempdir_in(parent)?;
+        copy_into(tmp.path(), staged, names)?;
+        Ok(tmp)
+    })();
+    let tmp = match tmp {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(
+                "could not cache the build result in {}: {e:#}",
+                dir.display()
+            );
+            None
         }
-        Err(e) => tracing::warn!("trimming the build cache: {e:#}"),
+    };
+    Pending {
+        cache_dir,
+        dir,
+        tmp,
     }
 }
 
-fn try_store(dir: &Path, staged: &Path, names: &[&str]) -> Result<()> {
-    let parent = dir.parent().context("cache path has no parent")?;
-    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let tmp = tempfile::tempdir_in(parent)?;
+fn copy_into(tmp: &Path, staged: &Path, names: &[&str]) -> Result<()> {
     for f in names {
-        sparse::copy(&staged.join(f), &tmp.path().join(f))?;
-    }
-    let tmp = tmp.keep();
-    if fs::rename(&tmp, dir).is_err() {
-        fs::remove_dir_all(&tmp)?; // another build stored the same result first
+        sparse::copy(&staged.join(f), &tmp.join(f))?;
     }
     Ok(())
+}
+
+impl Pending<'_> {
+    /// Copies the last `names` in, puts the entry in place, and trims the cache.
+    pub fn finish(self, staged: &Path, names: &[&str]) {
+        let Some(tmp) = self.tmp else { return };
+        let dir = &self.dir;
+        let placed = copy_into(tmp.path(), staged, names).and_then(|()| {
+            let tmp = tmp.keep();
+            if fs::rename(&tmp, dir).is_err() {
+                fs::remove_dir_all(&tmp)?; // another build stored the same result first
+            }
+            Ok(())
+        });
+        if let Err(e) = placed {
+            tracing::warn!(
+                "could not cache the build result in {}: {e:#}",
+                dir.display()
+            );
+            return;
+        }
+        mark_used(dir);
+        let evicted = keep_from_env().and_then(|keep| evict(self.cache_dir, dir, keep));
+        match evicted {
+            Ok(gone) => {
+                for p in gone {
+                    tracing::info!(
+                        "removed the least recently used cached build {}",
+                        p.display()
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("trimming the build cache: {e:#}"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -615,6 +727,51 @@ mod tests {
         assert!(clean(&c, true).unwrap() > 0);
         assert_eq!(fs::read_dir(&c).unwrap().count(), 0);
         assert_eq!(clean(&d.path().join("none"), true).unwrap(), 0);
+    }
+
+    #[test]
+    fn the_initramfs_is_compressed_once_and_a_damaged_entry_is_made_again() {
+        use crate::fsimage::cpio::{compress, decompress, Compression::Zstd};
+        let d = tempfile::tempdir().unwrap();
+        let made = std::cell::Cell::new(0);
+        let get = |raw: &[u8]| {
+            initramfs(
+                d.path(),
+                raw,
+                |z| decompress(z, Zstd),
+                |r| {
+                    made.set(made.get() + 1);
+                    compress(r, Zstd)
+                },
+            )
+            .unwrap()
+        };
+        let raw = b"070701 a cpio archive, or near enough".repeat(100);
+        let first = get(&raw);
+        assert_eq!(decompress(&first, Zstd).unwrap(), raw);
+        assert_eq!(
+            (get(&raw), made.get()),
+            (first.clone(), 1),
+            "from the cache"
+        );
+        // Damaged: it decompresses to something else, so it is made again (same bytes).
+        let entry = fs::read_dir(d.path().join(INITRAMFS_DIR))
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with(".img"))
+            .unwrap()
+            .path();
+        fs::write(&entry, compress(b"something else", Zstd).unwrap()).unwrap();
+        assert_eq!((get(&raw), made.get()), (first, 2));
+        // At most INITRAMFS_KEEP entries stay.
+        for i in 0..INITRAMFS_KEEP + 3 {
+            get(format!("archive {i}").as_bytes());
+        }
+        let n = fs::read_dir(d.path().join(INITRAMFS_DIR)).unwrap().count();
+        assert_eq!(n, INITRAMFS_KEEP);
+        // `berth clean` removes them with the build results.
+        clean(d.path(), false).unwrap();
+        assert!(!d.path().join(INITRAMFS_DIR).exists());
     }
 
     #[test]

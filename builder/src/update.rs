@@ -112,7 +112,7 @@ pub fn bundles(
     base: Option<&Base>,
     out: &Path,
     p: &Printer,
-) -> Result<()> {
+) -> Result<Vec<outdir::FileSum>> {
     let step = p.step("update bundle");
     let cmdline = berth_contract::cmdline::extra_words(&profile.kernel.cmdline).join(" ");
     let meta = Meta {
@@ -139,7 +139,8 @@ pub fn bundles(
             base: None,
         })
         .collect();
-    let h = write(&out.join(outdir::UPDATE_BUNDLE), &meta, &files, key)?;
+    let (h, full_sum) = write_summed(&out.join(outdir::UPDATE_BUNDLE), &meta, &files, key)?;
+    let mut sums = vec![full_sum];
     let mut done = format!(
         "{} ({}){}",
         outdir::UPDATE_BUNDLE,
@@ -176,7 +177,8 @@ pub fn bundles(
             base: Some(b.roothash),
             ..meta
         };
-        let d = write(&out.join(outdir::DELTA_BUNDLE), &meta, &files, key)?;
+        let (d, delta_sum) = write_summed(&out.join(outdir::DELTA_BUNDLE), &meta, &files, key)?;
+        sums.push(delta_sum);
         done.push_str(&format!(
             "; {} from {} ({})",
             outdir::DELTA_BUNDLE,
@@ -185,7 +187,7 @@ pub fn bundles(
         ));
     }
     step.done(&done);
-    Ok(())
+    Ok(sums)
 }
 
 fn sha(data: &[u8]) -> [u8; 32] {
@@ -221,6 +223,27 @@ fn read_chunk(f: &mut fs::File, buf: &mut [u8]) -> Result<usize> {
     Ok(n)
 }
 
+/// A writer that hashes what it passes on: the bundle's SHA-256 for manifest.json and
+/// SHA256SUMS, without reading the file back.
+struct Hashing<W> {
+    inner: W,
+    sha: Sha256,
+    size: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Writes a bundle to `dest`: header, signature (if `key`), then the data chunks. A delta
 /// (`meta.base` and `PayloadFile::base`) leaves out the chunks equal to the old version's at
 /// the same offset. Returns the header.
@@ -230,6 +253,16 @@ pub fn write(
     files: &[PayloadFile],
     key: Option<&SigningKey>,
 ) -> Result<Header> {
+    Ok(write_summed(dest, meta, files, key)?.0)
+}
+
+/// [`write`], also returning the bundle's size and SHA-256 (named by `dest`'s file name).
+pub fn write_summed(
+    dest: &Path,
+    meta: &Meta,
+    files: &[PayloadFile],
+    key: Option<&SigningKey>,
+) -> Result<(Header, outdir::FileSum)> {
     let mut payloads = Vec::new();
     let mut buf = vec![0u8; CHUNK as usize];
     let mut old = vec![0u8; CHUNK as usize];
@@ -277,9 +310,11 @@ pub fn write(
     };
     let hb = header.encode();
     let prefix = bundle::signed_prefix(&hb);
-    let mut out = std::io::BufWriter::new(
-        fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?,
-    );
+    let mut out = std::io::BufWriter::new(Hashing {
+        inner: fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?,
+        sha: Sha256::new(),
+        size: 0,
+    });
     out.write_all(&prefix)?;
     match key {
         Some(k) => {
@@ -298,8 +333,17 @@ pub fn write(
             }
         }
     }
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    Ok(header)
+    let h = out.into_inner().map_err(|e| e.into_error())?;
+    h.inner.sync_all()?;
+    let sum = outdir::FileSum {
+        name: dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        size: h.size,
+        sha256: hex::encode(h.sha.finalize()),
+    };
+    Ok((header, sum))
 }
 
 /// A bundle's header and signature, read from its start.
@@ -498,8 +542,10 @@ mod tests {
         assert_eq!((got, n), (h.clone(), h.data_bytes()));
         // Reproducible: same inputs and key, same bytes.
         let b2 = d.path().join("u2.bundle");
-        write(&b2, &META, &payloads(&f, None), Some(&key)).unwrap();
+        let (_, sum) = write_summed(&b2, &META, &payloads(&f, None), Some(&key)).unwrap();
         assert_eq!(fs::read(&b).unwrap(), fs::read(&b2).unwrap());
+        // The sum made while writing is the file's.
+        assert_eq!(sum, outdir::FileSum::of(d.path(), "u2.bundle").unwrap());
 
         let bytes = fs::read(&b).unwrap();
         let damaged = |name: &str, edit: &dyn Fn(&mut Vec<u8>)| {

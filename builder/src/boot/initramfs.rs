@@ -1,5 +1,7 @@
 //! The initramfs: berth-init as `/init` and the kernel modules the boot needs, in load order.
 
+use std::path::Path;
+
 use anyhow::{Context, Result};
 use berth_contract::paths::{INITRD_RELEASE, MODULE_LIST};
 
@@ -15,6 +17,7 @@ pub fn initramfs(
     profile: &Profile,
     rootfs: &RootfsManifest,
     init: &[u8],
+    cache_dir: Option<&Path>,
 ) -> Result<(Vec<u8>, usize)> {
     let sde = profile.image.source_date_epoch;
     let kver = &rootfs.kernel.version;
@@ -60,8 +63,17 @@ pub fn initramfs(
             },
         )?;
     }
-    let mut out = Vec::new();
-    cpio::write_initramfs(&m, &mut out, cpio::Compression::Zstd)
-        .context("writing the initramfs")?;
+    let mut newc = Vec::new();
+    cpio::write_newc(&m, &mut newc).context("writing the initramfs")?;
+    let z = cpio::Compression::Zstd;
+    let out = match cache_dir {
+        Some(dir) => crate::cache::initramfs(
+            dir,
+            &newc,
+            |d| cpio::decompress(d, z),
+            |raw| cpio::compress(raw, z),
+        )?,
+        None => cpio::compress(&newc, z)?,
+    };
     Ok((out, order.len()))
 }

@@ -32,17 +32,18 @@ pub struct BootFiles {
 
 /// RootfsManifest -> BootFiles: the initramfs (berth-init + the modules the boot needs), the
 /// kernel from the root, systemd-boot from the boot package; `vmlinuz` and `initrd` are also
-/// written to `out`.
+/// written to `out`. The compressed initramfs comes from `cache_dir` when it holds it.
 pub fn files(
     profile: &Profile,
     packages: &Packages,
     rootfs: &RootfsManifest,
     init: &Init,
     out: &Path,
+    cache_dir: Option<&Path>,
     printer: &Printer,
 ) -> Result<BootFiles> {
     let step = printer.step("initramfs");
-    let (initrd, initrd_modules) = initramfs::initramfs(profile, rootfs, &init.bytes)?;
+    let (initrd, initrd_modules) = initramfs::initramfs(profile, rootfs, &init.bytes, cache_dir)?;
     let vmlinuz = rootfs.kernel.vmlinuz.clone();
     let boot_pkg = packages
         .boot

@@ -7,7 +7,8 @@ use clap::Args;
 
 use berth::util::printer::Printer;
 
-/// Remove cached build results, keeping the downloaded packages and the berth-init build
+/// Remove cached build results (and the initramfs images and zstd copies of packages made for
+/// them), keeping the downloaded packages and the berth-init build
 /// unless --all. Prints what was freed. (Each build keeps only the 16 most recently used
 /// results, or BERTH_CACHE_KEEP, and drops those unused for 30 days.)
 #[derive(Args)]

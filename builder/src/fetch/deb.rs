@@ -180,6 +180,52 @@ pub fn read_data(path: &Path) -> Result<Vec<(ImagePath, Entry)>> {
     members.data.read_data(&mut f, path)
 }
 
+/// Writes `src` again as `dest` with its control and data tarballs compressed with zstd at
+/// `level` (everything else as it was): the same package, read several times faster than xz.
+/// What `Deb::read` gives for `dest` is what it gives for `src`. `dest` appears whole or not
+/// at all (a temporary file renamed).
+pub fn recompress_zstd(src: &Path, dest: &Path, level: i32) -> Result<()> {
+    let mut f = open(src)?;
+    let members = DebMembers::find(&mut f, src)?;
+    let mut out: Vec<u8> = AR_MAGIC.to_vec();
+    let mut member = |name: &str, data: &[u8]| {
+        // name, mtime, uid, gid, mode, size, then the header's end: as dpkg-deb writes them.
+        let h = format!(
+            "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            name,
+            0,
+            0,
+            0,
+            100644,
+            data.len()
+        );
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        if data.len() % 2 == 1 {
+            out.push(b'\n');
+        }
+    };
+    member("debian-binary", b"2.0\n");
+    for (stem, m) in [
+        ("control.tar", &members.control),
+        ("data.tar", &members.data),
+    ] {
+        let ctx = || m.context(src);
+        let mut raw = m.decompressed(&mut f).with_context(ctx)?;
+        let z = (|| -> io::Result<Vec<u8>> {
+            let mut enc = zstd::Encoder::new(Vec::new(), level)?;
+            io::copy(&mut raw, &mut enc)?;
+            enc.finish()
+        })()
+        .with_context(ctx)?;
+        member(&format!("{stem}.zst"), &z);
+    }
+    let tmp = PathBuf::from(format!("{}.{}.tmp", dest.display(), std::process::id()));
+    std::fs::write(&tmp, &out).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, dest).with_context(|| format!("renaming {}", tmp.display()))?;
+    Ok(())
+}
+
 fn open(path: &Path) -> Result<BufReader<File>> {
     let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     Ok(BufReader::with_capacity(1 << 16, f))
@@ -395,6 +441,11 @@ impl TarMember {
         &self,
         r: &'a mut R,
     ) -> io::Result<tar::Archive<Box<dyn Read + 'a>>> {
+        Ok(tar::Archive::new(self.decompressed(r)?))
+    }
+
+    /// The member's bytes, decompressed.
+    fn decompressed<'a, R: Read + Seek>(&self, r: &'a mut R) -> io::Result<Box<dyn Read + 'a>> {
         r.seek(SeekFrom::Start(self.member.offset))?;
         let raw = r.take(self.member.size);
         let reader: Box<dyn Read + 'a> = match self.compression {
@@ -408,7 +459,7 @@ impl TarMember {
                 Box::new(xz2::read::XzDecoder::new_stream(raw, stream))
             }
         };
-        Ok(tar::Archive::new(reader))
+        Ok(reader)
     }
 
     fn context(&self, path: &Path) -> String {
@@ -870,6 +921,29 @@ mod tests {
                 deb.control_files,
                 [("postinst".to_string(), b"#!/bin/sh".to_vec())]
             );
+        }
+    }
+
+    #[test]
+    fn a_zstd_copy_reads_as_the_package_does() {
+        let dir = tempfile::tempdir().unwrap();
+        for c in [Compression::Xz, Compression::Gzip, Compression::None] {
+            let p = write_deb(dir.path(), &format!("t{}.deb", ext(c)), c);
+            let copy = dir.path().join(format!("t{}.zst.deb", ext(c)));
+            recompress_zstd(&p, &copy, 3).unwrap();
+            let (a, b) = (Deb::read(&p).unwrap(), Deb::read(&copy).unwrap());
+            assert_eq!(
+                (a.control, a.control_files, a.data),
+                (b.control, b.control_files, b.data),
+                "{c:?}"
+            );
+            // The copy is a .deb dpkg-deb reads too.
+            let o = std::process::Command::new("dpkg-deb")
+                .arg("--info")
+                .arg(&copy)
+                .output()
+                .expect("running dpkg-deb (Debian's dpkg)");
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         }
     }
 

@@ -102,7 +102,7 @@ pub fn packages(
     step.done(&format!("{} packages, {}", fetched.len(), Bytes(total)));
 
     let step = printer.step("read packages");
-    let datas = read_packages(&fetched)?;
+    let datas = read_packages(&fetched, Some(&cache_dir.join(ZSTD_COPIES)))?;
     let unused = lock.unused(profile, &datas);
     if !unused.is_empty() {
         anyhow::bail!(
@@ -155,10 +155,53 @@ pub fn fetch_one(
         .with_context(|| format!("fetching package {} {}", locked.name, locked.version))
 }
 
-/// Reads the fetched packages' data (xz/zstd decompression dominates; two threads).
-fn read_packages(fetched: &[Fetched]) -> Result<Vec<PackageData>> {
+/// Where each package is kept a second time with zstd instead of xz (`deb::recompress_zstd`),
+/// named by the SHA-256 the lock gives the package, beside the SHA-256 of the copy itself. xz
+/// decompression was most of a warm rebuild's "read packages" stage; zstd reads 5-10 times
+/// faster. `berth clean` removes them (they are made again from the packages).
+pub const ZSTD_COPIES: &str = "packages-zst";
+const ZSTD_COPY_LEVEL: i32 = 3;
+
+/// The zstd copy of `f` in `dir`, made if it is missing or does not match its recorded sum
+/// (`None` if it cannot be made: the package is read as it is).
+fn zstd_copy(dir: &Path, f: &Fetched) -> Option<std::path::PathBuf> {
+    let copy = dir.join(format!("{}.deb", f.locked.sha256));
+    let sum = dir.join(format!("{}.deb.sha256", f.locked.sha256));
+    let recorded = std::fs::read_to_string(&sum).unwrap_or_default();
+    if !recorded.is_empty()
+        && crate::util::digest::sha256_file(&copy).is_ok_and(|s| s == recorded.trim())
+    {
+        return Some(copy);
+    }
+    let made = (|| -> Result<()> {
+        std::fs::create_dir_all(dir)?;
+        deb::recompress_zstd(&f.path, &copy, ZSTD_COPY_LEVEL)?;
+        let tmp = dir.join(format!(".{}.{}.tmp", f.locked.sha256, std::process::id()));
+        std::fs::write(&tmp, crate::util::digest::sha256_file(&copy)? + "\n")?;
+        std::fs::rename(&tmp, &sum)?;
+        Ok(())
+    })();
+    match made {
+        Ok(()) => Some(copy),
+        Err(e) => {
+            tracing::warn!(
+                "keeping a zstd copy of {} in {}: {e:#}",
+                f.path.display(),
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
+/// Reads the fetched packages' data (decompression dominates; two threads), from their zstd
+/// copies in `copies` when given.
+fn read_packages(fetched: &[Fetched], copies: Option<&Path>) -> Result<Vec<PackageData>> {
     let read = |f: &Fetched| -> Result<PackageData> {
-        let d = deb::Deb::read(&f.path).map_err(|e| {
+        let path = copies
+            .and_then(|dir| zstd_copy(dir, f))
+            .unwrap_or_else(|| f.path.clone());
+        let d = deb::Deb::read(&path).map_err(|e| {
             e.context(format!(
                 "reading package {} {}",
                 f.locked.name, f.locked.version
@@ -224,4 +267,61 @@ pub fn check_lock(profile: &Profile, resolved: &Lock, profile_arg: &Path) -> Res
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The zstd copy reads as the package does; a damaged copy is noticed (its recorded sum)
+    /// and made again.
+    #[test]
+    fn zstd_copies_are_checked_and_remade() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("pkg");
+        std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
+        std::fs::create_dir_all(tree.join("usr/share/t")).unwrap();
+        std::fs::write(
+            tree.join("DEBIAN/control"),
+            "Package: t\nVersion: 1\nArchitecture: amd64\nMaintainer: x <x@y>\nDescription: t\n",
+        )
+        .unwrap();
+        std::fs::write(tree.join("usr/share/t/data"), "data ".repeat(1000)).unwrap();
+        let deb = d.path().join("t.deb");
+        let st = std::process::Command::new("dpkg-deb")
+            .args(["-Zxz", "--root-owner-group", "--build"])
+            .arg(&tree)
+            .arg(&deb)
+            .output()
+            .expect("running dpkg-deb");
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        let f = Fetched {
+            locked: LockedPackage {
+                name: "t".into(),
+                version: "1".into(),
+                architecture: "amd64".into(),
+                role: "image".into(),
+                sha256: crate::util::digest::sha256_file(&deb).unwrap(),
+                size: std::fs::metadata(&deb).unwrap().len(),
+                filename: "t.deb".into(),
+            },
+            path: deb.clone(),
+        };
+        let copies = d.path().join("copies");
+        let want = deb::Deb::read(&deb).unwrap().data;
+        let copy = zstd_copy(&copies, &f).unwrap();
+        assert_eq!(deb::Deb::read(&copy).unwrap().data, want);
+        let made = std::fs::metadata(&copy).unwrap().modified().unwrap();
+        assert_eq!(zstd_copy(&copies, &f).unwrap(), copy, "kept");
+        assert_eq!(std::fs::metadata(&copy).unwrap().modified().unwrap(), made);
+        // Damaged: one byte changed.
+        let mut bytes = std::fs::read(&copy).unwrap();
+        let last = bytes.len() - 10;
+        bytes[last] ^= 0xff;
+        std::fs::write(&copy, bytes).unwrap();
+        let again = zstd_copy(&copies, &f).unwrap();
+        assert_eq!(deb::Deb::read(&again).unwrap().data, want, "made again");
+        let datas = read_packages(std::slice::from_ref(&f), Some(&copies)).unwrap();
+        assert_eq!(datas[0].entries, want);
+    }
 }

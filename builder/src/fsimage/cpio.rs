@@ -147,28 +147,51 @@ pub fn write_newc<W: Write>(m: &Manifest, out: &mut W) -> Result<()> {
     Ok(())
 }
 
-/// Writes `m` as an initramfs: newc, then compressed as asked. The bytes depend only on `m`
-/// and `compression` (and the zstd/flate2 library versions).
-pub fn write_initramfs(m: &Manifest, out: &mut impl Write, compression: Compression) -> Result<()> {
+/// Compresses a newc archive as [`write_initramfs`] does.
+pub fn compress(newc: &[u8], compression: Compression) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
     match compression {
-        Compression::None => write_newc(m, out),
+        Compression::None => out.extend_from_slice(newc),
         Compression::Zstd => {
-            let mut z = zstd::Encoder::new(out, ZSTD_LEVEL).context("starting the zstd encoder")?;
+            let mut z =
+                zstd::Encoder::new(&mut out, ZSTD_LEVEL).context("starting the zstd encoder")?;
             z.include_checksum(true)
                 .context("configuring the zstd encoder")?;
-            write_newc(m, &mut z)?;
+            z.write_all(newc).context("compressing the initramfs")?;
             z.finish().context("finishing the zstd stream")?;
-            Ok(())
         }
         Compression::Gzip => {
             let mut z = flate2::GzBuilder::new()
                 .mtime(0)
-                .write(out, flate2::Compression::best());
-            write_newc(m, &mut z)?;
+                .write(&mut out, flate2::Compression::best());
+            z.write_all(newc).context("compressing the initramfs")?;
             z.finish().context("finishing the gzip stream")?;
-            Ok(())
         }
     }
+    Ok(out)
+}
+
+/// Undoes [`compress`].
+pub fn decompress(data: &[u8], compression: Compression) -> Result<Vec<u8>> {
+    Ok(match compression {
+        Compression::None => data.to_vec(),
+        Compression::Zstd => zstd::decode_all(data).context("decompressing zstd")?,
+        Compression::Gzip => {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(data), &mut out)
+                .context("decompressing gzip")?;
+            out
+        }
+    })
+}
+
+/// Writes `m` as an initramfs: newc, then compressed as asked. The bytes depend only on `m`
+/// and `compression` (and the zstd/flate2 library versions).
+pub fn write_initramfs(m: &Manifest, out: &mut impl Write, compression: Compression) -> Result<()> {
+    let mut newc = Vec::new();
+    write_newc(m, &mut newc)?;
+    out.write_all(&compress(&newc, compression)?)
+        .context("writing the initramfs")
 }
 
 /// The variable fields of a newc header; devmajor/devminor (the device holding the file) and
