@@ -20,7 +20,7 @@ cargo build --release -q -p berth
 berth=$PWD/target/release/berth
 writer=
 cleanup() {
-  [ -n "$writer" ] && kill "$writer" 2>/dev/null
+  if [ -n "$writer" ]; then kill "$writer" 2>/dev/null || true; fi
   "$berth" cluster destroy --name "$name" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -35,7 +35,8 @@ printf 'schema = 1\nextends = "cluster.toml"\n\n[update]\npublic-key = "bench.pu
   > "$ws/profiles/bench.toml"
 printf 'schema = 1\nextends = "bench.toml"\n\n[image]\nversion = "0.2.0"\n' \
   > "$ws/profiles/bench-v2.toml"
-"$berth" build -q "$ws/profiles/bench.toml" --out "$work/img" >/dev/null
+"$berth" build -q "$ws/profiles/bench.toml" --out "$work/img" --signing-key "$ws/profiles/bench.key" \
+  >/dev/null
 if [ -n "$update" ]; then
   "$berth" build -q "$ws/profiles/bench-v2.toml" --out "$work/img2" --delta-from "$work/img" \
     --signing-key "$ws/profiles/bench.key" >/dev/null
@@ -111,6 +112,7 @@ PY
   sleep 2
   touch "$work/stop"
   wait "$writer"
+  writer=
   read -r tried failed gap < <(python3 -c 'import json,sys; w=json.load(open(sys.argv[1])); print(w["tried"], w["failed"], w["longest-gap"])' "$work/writes.json")
   printf '%-44s %8.1f s\n' "rolling update of $n nodes (channel, deltas)" "$t_update"
   printf '%-44s %8.1f s\n' "per node (mean)" "$(echo "$t_update / $n" | bc -l)"

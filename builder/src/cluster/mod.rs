@@ -968,9 +968,7 @@ impl Release {
             Release::Bundle(p) => return Ok(p.clone()),
             Release::Channel { dir, index } => (dir, index),
         };
-        let entry = running
-            .and_then(|r| index.deltas.iter().find(|(from, _)| from == r))
-            .map_or(&index.full, |(_, e)| e);
+        let entry = index.pick(running.unwrap_or(""));
         let path = dir.join(&entry.bundle);
         let sum = crate::util::digest::sha256_file(&path).with_context(|| {
             format!("reading {} (named by the channel's index)", path.display())

@@ -294,7 +294,11 @@ mod tests {
             .arg(&deb)
             .output()
             .expect("running dpkg-deb");
-        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
         let f = Fetched {
             locked: LockedPackage {
                 name: "t".into(),
