@@ -21,7 +21,7 @@ use crate::util::printer::Printer;
 
 pub use crate::util::keys::{keygen, public_line, read_public, read_secret, SIGNING_KEY_ENV};
 use anyhow::{bail, ensure, Context, Result};
-use berth_contract::bundle::{self, Chunk, Header, Kind, Payload, Source, CHUNK};
+use berth_contract::bundle::{self, Chunk, Header, Kind, Origin, Payload, Piece, Source, CHUNK};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
@@ -159,10 +159,9 @@ pub fn bundles(
             b.image,
             profile.image.name
         );
-        let old: Vec<PathBuf> = [outdir::ROOT_IMAGE, outdir::ROOT_VERITY]
-            .iter()
-            .map(|n| b.dir.join(n))
-            .collect();
+        // Every payload against the old version's: its root and verity in the running slot's
+        // partitions, its kernel and initrd on the ESP (an unchanged kernel is not sent again).
+        let old: Vec<PathBuf> = names.iter().map(|n| b.dir.join(n)).collect();
         let files: Vec<PayloadFile> = Kind::ALL
             .iter()
             .zip(&paths)
@@ -192,6 +191,110 @@ pub fn bundles(
 
 fn sha(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
+}
+
+/// The old version's blocks by content, for a delta's pieces: the first 16 bytes of each
+/// 4 KiB block's SHA-256, and the first block holding it. A candidate is compared byte for
+/// byte before it is used, so a collision costs only a data block.
+struct BlockIndex {
+    file: fs::File,
+    blocks: u64,
+    by_sum: std::collections::HashMap<[u8; 16], u64>,
+}
+
+const BLOCK: usize = bundle::PIECE_BLOCK as usize;
+
+impl BlockIndex {
+    fn build(path: &Path) -> Result<BlockIndex> {
+        let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut by_sum = std::collections::HashMap::new();
+        let mut buf = vec![0u8; CHUNK as usize];
+        let mut j = 0u64;
+        loop {
+            let n = read_chunk(&mut f, &mut buf)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            for b in buf[..n].chunks_exact(BLOCK) {
+                let mut k = [0u8; 16];
+                k.copy_from_slice(&Sha256::digest(b)[..16]);
+                by_sum.entry(k).or_insert(j);
+                j += 1;
+            }
+            if n % BLOCK != 0 {
+                break;
+            }
+        }
+        Ok(BlockIndex {
+            file: f,
+            blocks: j,
+            by_sum,
+        })
+    }
+
+    /// Whether old block `j` holds `data` (a whole block).
+    fn holds(&self, j: u64, data: &[u8]) -> bool {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; BLOCK];
+        j < self.blocks
+            && self.file.read_exact_at(&mut b, j * BLOCK as u64).is_ok()
+            && b[..] == *data
+    }
+
+    /// An old block holding `data`: `hint` first (the block after the previous piece's).
+    fn find(&self, data: &[u8], hint: Option<u64>) -> Option<u64> {
+        if data.len() != BLOCK {
+            return None;
+        }
+        if let Some(h) = hint.filter(|h| self.holds(*h, data)) {
+            return Some(h);
+        }
+        let mut k = [0u8; 16];
+        k.copy_from_slice(&Sha256::digest(data)[..16]);
+        self.by_sum
+            .get(&k)
+            .copied()
+            .filter(|j| self.holds(*j, data))
+    }
+
+    /// `chunk` as pieces: zeros, runs of old blocks (anywhere), data; `None` when that would
+    /// save nothing (all data) or need more than MAX_PIECES pieces.
+    fn pieces(&self, chunk: &[u8]) -> Option<Vec<Piece>> {
+        let mut out: Vec<Piece> = Vec::new();
+        let mut hint = None;
+        for block in chunk.chunks(BLOCK) {
+            let origin = if block.iter().all(|b| *b == 0) {
+                Origin::Zeros
+            } else if let Some(j) = self.find(block, hint) {
+                Origin::Running(j)
+            } else {
+                Origin::Data
+            };
+            hint = match origin {
+                Origin::Running(j) => Some(j + 1),
+                _ => None,
+            };
+            match out.last_mut() {
+                Some(p)
+                    if p.blocks < u16::MAX
+                        && match (p.origin, origin) {
+                            (Origin::Running(a), Origin::Running(b)) => {
+                                b == a + u64::from(p.blocks)
+                            }
+                            (a, b) => a == b && !matches!(a, Origin::Running(_)),
+                        } =>
+                {
+                    p.blocks += 1
+                }
+                _ => out.push(Piece { blocks: 1, origin }),
+            }
+            if out.len() > bundle::MAX_PIECES {
+                return None;
+            }
+        }
+        (!out.iter().all(|p| p.origin == Origin::Data)).then_some(out)
+    }
 }
 
 /// One payload's source file and, for a delta, the old version's file to compare with.
@@ -277,17 +380,30 @@ pub fn write_summed(
             None => None,
         };
         let mut chunks = Vec::new();
+        let mut index: Option<BlockIndex> = None;
         loop {
             let n = read_chunk(&mut f, &mut buf)?;
             if n == 0 {
                 break;
             }
-            let same = match base.as_mut() {
-                Some(b) => read_chunk(b, &mut old[..n])? == n && old[..n] == buf[..n],
-                None => false,
+            let source = match (base.as_mut(), pf.base) {
+                (Some(b), Some(base_path)) => {
+                    if read_chunk(b, &mut old[..n])? == n && old[..n] == buf[..n] {
+                        Source::Running
+                    } else {
+                        if index.is_none() {
+                            index = Some(BlockIndex::build(base_path)?);
+                        }
+                        match index.as_ref().and_then(|i| i.pieces(&buf[..n])) {
+                            Some(p) => Source::Pieces(p),
+                            None => Source::Data,
+                        }
+                    }
+                }
+                _ => Source::Data,
             };
             chunks.push(Chunk {
-                source: if same { Source::Running } else { Source::Data },
+                source,
                 sha256: sha(&buf[..n]),
             });
         }
@@ -328,8 +444,16 @@ pub fn write_summed(
         let mut f = fs::File::open(pf.path)?;
         for c in &p.chunks {
             let n = read_chunk(&mut f, &mut buf)?;
-            if c.source == Source::Data {
-                out.write_all(&buf[..n])?;
+            match &c.source {
+                Source::Data => out.write_all(&buf[..n])?,
+                Source::Running => {}
+                Source::Pieces(pieces) => {
+                    for (a, b, origin) in Piece::ranges(pieces, n as u64) {
+                        if origin == Origin::Data {
+                            out.write_all(&buf[a as usize..b as usize])?;
+                        }
+                    }
+                }
             }
         }
     }
@@ -449,6 +573,18 @@ pub fn verify(
     let mut checked = 0u64;
     for p in &h.payloads {
         for (i, c) in p.chunks.iter().enumerate() {
+            if let Source::Pieces(_) = c.source {
+                // Its data pieces, which only the base makes whole: read past them (the
+                // machine checks the chunk once it has put it together).
+                let n = p.data_len(i, h.chunk_size);
+                let skipped = std::io::copy(&mut (&mut f).take(n), &mut std::io::sink())?;
+                ensure!(
+                    skipped == n,
+                    "{what}: truncated in chunk {i} of the {} payload",
+                    p.kind.name()
+                );
+                continue;
+            }
             if c.source != Source::Data {
                 continue;
             }
@@ -599,12 +735,17 @@ mod tests {
         };
         let hd = write(&delta, &meta, &payloads(&new, Some(&old)), None).unwrap();
         let root = hd.payload(Kind::Root);
-        let data: Vec<bool> = root
+        let running: Vec<bool> = root
             .chunks
             .iter()
-            .map(|c| c.source == Source::Data)
+            .map(|c| c.source == Source::Running)
             .collect();
-        assert_eq!(data, [false, false, true, false]);
+        assert_eq!(running, [true, true, false, true]);
+        // The changed chunk: its other 255 blocks come from the running slot, one is data.
+        let Source::Pieces(p) = &root.chunks[2].source else {
+            panic!("{:?}", root.chunks[2].source)
+        };
+        assert_eq!(root.data_len(2, CHUNK), 4096, "{p:?}");
         // The verity payload is the same in both versions here: all of it comes from the slot.
         assert!(hd
             .payload(Kind::Verity)
@@ -613,7 +754,7 @@ mod tests {
             .all(|c| c.source == Source::Running));
         assert_eq!(
             hd.data_bytes(),
-            h.data_bytes() - 3 * u64::from(CHUNK) - 1000
+            h.data_bytes() - 4 * u64::from(CHUNK) + 4096 - 1000
         );
         // Same chunk hashes as the full bundle: the machine checks both the same way.
         assert_eq!(
@@ -625,5 +766,96 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         assert!(verify(&delta, None, true).is_ok());
+        assert_eq!(
+            apply(&delta, &old[0]),
+            new_root,
+            "the delta makes the new root"
+        );
+    }
+
+    /// What a machine does with a bundle's root payload (berth-init's write_partition, in
+    /// memory): each chunk put together from the bundle, the running root and zeros, and
+    /// checked against its hash.
+    fn apply(bundle: &Path, running: &Path) -> Vec<u8> {
+        let old = fs::read(running).unwrap();
+        let mut f = std::io::BufReader::new(fs::File::open(bundle).unwrap());
+        let h = open(&mut f, "test").unwrap().header;
+        let root = h.payload(Kind::Root);
+        let mut out = Vec::new();
+        for (i, c) in root.chunks.iter().enumerate() {
+            let n = root.chunk_len(i, h.chunk_size) as usize;
+            let off = i * h.chunk_size as usize;
+            let mut buf = vec![0u8; n];
+            match &c.source {
+                Source::Data => f.read_exact(&mut buf).unwrap(),
+                Source::Running => buf.copy_from_slice(&old[off..off + n]),
+                Source::Pieces(ps) => {
+                    for (a, b, origin) in Piece::ranges(ps, n as u64) {
+                        let (a, b) = (a as usize, b as usize);
+                        match origin {
+                            Origin::Data => f.read_exact(&mut buf[a..b]).unwrap(),
+                            Origin::Zeros => {}
+                            Origin::Running(j) => {
+                                let at = j as usize * BLOCK;
+                                buf[a..b].copy_from_slice(&old[at..at + b - a]);
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!(sha(&buf), c.sha256, "chunk {i}");
+            out.extend_from_slice(&buf);
+        }
+        out
+    }
+
+    /// A change that moves every later block (three blocks inserted near the start, as a bigger
+    /// image archive moves the files after it): the delta carries the three blocks, and the
+    /// rest comes from the running root at its old offsets.
+    #[test]
+    fn a_delta_finds_moved_blocks() {
+        let d = tempfile::tempdir().unwrap();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let old_root: Vec<u8> = (0..4 * CHUNK)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut new_root = old_root[..10 * BLOCK].to_vec();
+        new_root.extend(std::iter::repeat_n(7u8, 3 * BLOCK));
+        new_root.extend_from_slice(&old_root[10 * BLOCK..old_root.len() - 3 * BLOCK]);
+        // Free space: zeros, in the new version only.
+        let z = 3 * CHUNK as usize;
+        new_root[z..z + 5 * BLOCK].fill(0);
+        fs::create_dir_all(d.path().join("old")).unwrap();
+        fs::create_dir_all(d.path().join("new")).unwrap();
+        let old = files(&d.path().join("old"), &old_root);
+        let new = files(&d.path().join("new"), &new_root);
+        let delta = d.path().join("delta.bundle");
+        let meta = Meta {
+            base: Some([1; 32]),
+            ..META
+        };
+        let h = write(&delta, &meta, &payloads(&new, Some(&old)), None).unwrap();
+        let root = h.payload(Kind::Root);
+        let carried: u64 = (0..root.chunks.len())
+            .map(|i| root.data_len(i, CHUNK))
+            .sum();
+        assert_eq!(carried, 3 * BLOCK as u64, "only the inserted blocks");
+        assert!(root
+            .chunks
+            .iter()
+            .all(|c| matches!(c.source, Source::Pieces(_))));
+        assert_eq!(apply(&delta, &old[0]), new_root);
+        let full = d.path().join("full.bundle");
+        write(&full, &META, &payloads(&new, None), None).unwrap();
+        let (full_len, delta_len) = (
+            fs::metadata(&full).unwrap().len(),
+            fs::metadata(&delta).unwrap().len(),
+        );
+        assert!(delta_len * 100 < full_len, "{delta_len} of {full_len}");
     }
 }

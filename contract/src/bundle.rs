@@ -17,9 +17,18 @@
 //! version, architecture, the kernel command line's own words, boot tries (u32), verity root
 //! hash (32), delta base root hash (32, zero for a full bundle), chunk size (u32), payload
 //! count (u8), then per payload: kind (u8), size (u64), chunk count (u32), and per chunk its
-//! source (u8: 0 = data in the bundle, 1 = the running slot's bytes at the same offset) and
-//! SHA-256 (32). A delta bundle marks unchanged chunks of the root and verity payloads as
-//! "running": the machine copies them from its running slot and checks them like any other.
+//! source (u8: 0 = data in the bundle, 1 = the running slot's bytes at the same offset, 2 =
+//! pieces) and SHA-256 (32). A delta bundle marks unchanged chunks of the root and verity
+//! payloads as "running": the machine copies them from its running slot and checks them like
+//! any other; a delta's kernel and initrd chunks may come from the running slot's files on the
+//! ESP the same way. A chunk of pieces (format 2 only) is made of runs of 4 KiB blocks, each either
+//! data in the bundle, zeros, or blocks of the running slot at any offset: a change that moves
+//! later files of the root (a bigger image archive) leaves their blocks as they were, only
+//! elsewhere. After the source byte: piece count (u16, 1 to MAX_PIECES), then per piece its
+//! length in blocks (u16, at least 1) and kind (u8: 0 data, 1 running, 2 zeros), and for a
+//! running piece its first block in the running slot (u64). The pieces cover the chunk exactly
+//! (the last block of a payload may be short); the chunk's SHA-256 is checked over the whole.
+//! A bundle without pieces is written as format 1, so machines of older versions read it.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -28,7 +37,13 @@ use alloc::vec::Vec;
 use crate::{Error, Result};
 
 pub const MAGIC: [u8; 8] = *b"BERTHUPD";
-pub const FORMAT: u32 = 1;
+/// The newest format: 2 (chunks of pieces). A bundle without pieces is written as format 1.
+pub const FORMAT: u32 = 2;
+/// The unit of a chunk's pieces: ext4's and dm-verity's block.
+pub const PIECE_BLOCK: u32 = 4096;
+/// Most pieces in one chunk (a chunk that would need more is carried as data): bounds the
+/// header at 1 + 2 + 64 * 11 bytes per chunk beyond its hash.
+pub const MAX_PIECES: usize = 64;
 /// Chunk size of bundles berth writes: the unit of verification, delta and progress.
 pub const CHUNK: u32 = 1 << 20;
 /// Largest header accepted (a 4 GiB root is 4096 chunks of 33 bytes: far below this).
@@ -66,12 +81,43 @@ impl Kind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
     /// The chunk's bytes follow in the bundle.
     Data,
     /// The running slot holds these bytes at the same offset (a delta bundle).
     Running,
+    /// Runs of blocks from the bundle, the running slot (anywhere) or zeros (a delta bundle).
+    Pieces(Vec<Piece>),
+}
+
+/// Where a run of a chunk's blocks comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The bundle carries them (after the chunk's earlier data pieces).
+    Data,
+    /// The running slot's blocks starting at this one ([`PIECE_BLOCK`] bytes each).
+    Running(u64),
+    Zeros,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Piece {
+    pub blocks: u16,
+    pub origin: Origin,
+}
+
+impl Piece {
+    /// The pieces' byte ranges within a chunk of `len` bytes: (start, end, origin); the last may
+    /// be cut short by the chunk's end.
+    pub fn ranges(pieces: &[Piece], len: u64) -> impl Iterator<Item = (u64, u64, Origin)> + '_ {
+        let mut at = 0u64;
+        pieces.iter().map(move |p| {
+            let start = at;
+            at = (at + u64::from(p.blocks) * u64::from(PIECE_BLOCK)).min(len);
+            (start, at, p.origin)
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +138,20 @@ impl Payload {
     pub fn chunk_len(&self, i: usize, chunk_size: u32) -> u64 {
         let start = i as u64 * u64::from(chunk_size);
         (self.size - start).min(u64::from(chunk_size))
+    }
+
+    /// The bytes of chunk `i` the bundle carries: all of a data chunk, the data pieces of a
+    /// chunk of pieces, none of a running one.
+    pub fn data_len(&self, i: usize, chunk_size: u32) -> u64 {
+        let len = self.chunk_len(i, chunk_size);
+        match &self.chunks[i].source {
+            Source::Data => len,
+            Source::Running => 0,
+            Source::Pieces(pieces) => Piece::ranges(pieces, len)
+                .filter(|r| r.2 == Origin::Data)
+                .map(|(a, b, _)| b - a)
+                .sum(),
+        }
     }
 }
 
@@ -179,6 +239,44 @@ impl<'a> R<'a> {
     }
 }
 
+/// A chunk's pieces (after its source byte), checked: 1 to MAX_PIECES, none empty, covering
+/// the chunk's `len` bytes exactly.
+fn read_pieces(r: &mut R<'_>, len: u64, kind: Kind) -> Result<Vec<Piece>> {
+    let bad = |m: String| Error::Invalid(format!("bundle {} payload: {m}", kind.name()));
+    let mut a = [0u8; 2];
+    a.copy_from_slice(r.take(2, "a piece count")?);
+    let n = u16::from_le_bytes(a) as usize;
+    if n == 0 || n > MAX_PIECES {
+        return Err(bad(format!("a chunk of {n} pieces (1 to {MAX_PIECES})")));
+    }
+    let mut pieces = Vec::with_capacity(n);
+    let mut blocks = 0u64;
+    for _ in 0..n {
+        a.copy_from_slice(r.take(2, "a piece length")?);
+        let count = u16::from_le_bytes(a);
+        if count == 0 {
+            return Err(bad("a piece of no blocks".into()));
+        }
+        let origin = match r.u8("a piece kind")? {
+            0 => Origin::Data,
+            1 => Origin::Running(r.u64("a piece's block")?),
+            2 => Origin::Zeros,
+            k => return Err(bad(format!("piece kind {k} is unknown"))),
+        };
+        blocks += u64::from(count);
+        pieces.push(Piece {
+            blocks: count,
+            origin,
+        });
+    }
+    if blocks != len.div_ceil(u64::from(PIECE_BLOCK)) {
+        return Err(bad(format!(
+            "pieces of {blocks} blocks do not cover a chunk of {len} bytes"
+        )));
+    }
+    Ok(pieces)
+}
+
 impl Header {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = W(Vec::new());
@@ -197,24 +295,48 @@ impl Header {
             w.u64(p.size);
             w.u32(p.chunks.len() as u32);
             for c in &p.chunks {
-                w.u8(match c.source {
-                    Source::Data => 0,
-                    Source::Running => 1,
-                });
+                match &c.source {
+                    Source::Data => w.u8(0),
+                    Source::Running => w.u8(1),
+                    Source::Pieces(pieces) => {
+                        w.u8(2);
+                        w.0.extend_from_slice(&(pieces.len() as u16).to_le_bytes());
+                        for piece in pieces {
+                            w.0.extend_from_slice(&piece.blocks.to_le_bytes());
+                            match piece.origin {
+                                Origin::Data => w.u8(0),
+                                Origin::Running(b) => {
+                                    w.u8(1);
+                                    w.u64(b);
+                                }
+                                Origin::Zeros => w.u8(2),
+                            }
+                        }
+                    }
+                }
                 w.0.extend_from_slice(&c.sha256);
             }
+        }
+        // Format 1 where it is enough: older machines read those.
+        let pieces = self
+            .payloads
+            .iter()
+            .flat_map(|p| &p.chunks)
+            .any(|c| matches!(c.source, Source::Pieces(_)));
+        if !pieces {
+            w.0[..4].copy_from_slice(&1u32.to_le_bytes());
         }
         w.0
     }
 
     /// Reads and checks a header: its shape (one payload of each kind, chunk counts that fit
-    /// the sizes, only root and verity chunks taken from the running slot, only in a delta).
+    /// the sizes, chunks taken from the running slot only in a delta).
     pub fn decode(b: &[u8]) -> Result<Header> {
         let mut r = R { b, at: 0 };
         let format = r.u32("the format version")?;
-        if format != FORMAT {
+        if !(1..=FORMAT).contains(&format) {
             return Err(Error::Invalid(format!(
-                "bundle format {format}; this berth reads format {FORMAT}"
+                "bundle format {format}; this berth reads formats 1 to {FORMAT}"
             )));
         }
         let image = r.str("the image name")?;
@@ -254,11 +376,17 @@ impl Header {
                 )));
             }
             let mut chunks = Vec::new();
-            for _ in 0..count {
+            // Any payload of a delta may take chunks from the running slot: its partitions,
+            // or its kernel and initrd on the ESP.
+            let delta = base.is_some();
+            for i in 0..count {
                 let source = match r.u8("a chunk source")? {
                     0 => Source::Data,
-                    1 if base.is_some() && matches!(kind, Kind::Root | Kind::Verity) => {
-                        Source::Running
+                    1 if delta => Source::Running,
+                    2 if delta && format >= 2 => {
+                        let start = i * u64::from(chunk_size);
+                        let len = (size - start).min(u64::from(chunk_size));
+                        Source::Pieces(read_pieces(&mut r, len, kind)?)
                     }
                     s => {
                         return Err(Error::Invalid(format!(
@@ -314,8 +442,7 @@ impl Header {
             .iter()
             .map(|p| {
                 (0..p.chunks.len())
-                    .filter(|i| p.chunks[*i].source == Source::Data)
-                    .map(|i| p.chunk_len(i, self.chunk_size))
+                    .map(|i| p.data_len(i, self.chunk_size))
                     .sum::<u64>()
             })
             .sum()
@@ -443,20 +570,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("after its end"));
-        let mut v2 = b.clone();
-        v2[0] = 2;
-        assert!(Header::decode(&v2)
+        let mut v3 = b.clone();
+        v3[0] = 3;
+        assert!(Header::decode(&v3)
             .unwrap_err()
             .to_string()
-            .contains("format 2"));
-        // A "running" chunk in a full bundle, or in the kernel payload of a delta.
+            .contains("format 3"));
+        // A "running" chunk in a full bundle; in a delta, any payload may have them.
         let mut h = header();
         h.payloads[0].chunks[0].source = Source::Running;
         assert!(Header::decode(&h.encode()).is_err());
         let mut h = header();
         h.base = Some([1; 32]);
         h.payloads[2].chunks[0].source = Source::Running;
-        assert!(Header::decode(&h.encode()).is_err());
+        assert_eq!(Header::decode(&h.encode()).unwrap(), h);
         // Missing and repeated payloads; a chunk count that does not fit the size.
         let mut h = header();
         h.payloads.pop();
@@ -476,6 +603,92 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("do not cover"));
+    }
+
+    #[test]
+    fn chunks_of_pieces_round_trip_as_format_2_and_are_checked() {
+        let piece = |blocks, origin| Piece { blocks, origin };
+        let mut d = header();
+        d.base = Some([1; 32]);
+        // Root chunk 2 is 10000 - 8192 = 1808 bytes: one short block.
+        d.payloads[0].chunks[2].source = Source::Pieces(vec![piece(1, Origin::Running(77))]);
+        d.payloads[1].chunks[0].source = Source::Pieces(vec![piece(1, Origin::Zeros)]);
+        let b = d.encode();
+        assert_eq!(b[..4], 2u32.to_le_bytes(), "pieces need format 2");
+        assert_eq!(Header::decode(&b).unwrap(), d);
+        assert_eq!(d.data_bytes(), header().data_bytes() - 1808 - 4096);
+        assert_eq!(
+            header().encode()[..4],
+            1u32.to_le_bytes(),
+            "format 1 without"
+        );
+        // A format-1 header cannot carry them.
+        let mut v1 = b.clone();
+        v1[..4].copy_from_slice(&1u32.to_le_bytes());
+        assert!(Header::decode(&v1).is_err());
+        // Data pieces count as data; ranges cut at the chunk's end.
+        let mut c = header();
+        c.base = Some([1; 32]);
+        c.chunk_size = 16384;
+        c.payloads[0] = Payload {
+            kind: Kind::Root,
+            size: 10000,
+            chunks: vec![Chunk {
+                source: Source::Pieces(vec![
+                    piece(1, Origin::Data),
+                    piece(1, Origin::Running(0)),
+                    piece(1, Origin::Data),
+                ]),
+                sha256: [0; 32],
+            }],
+        };
+        for p in &mut c.payloads[1..] {
+            p.chunks.truncate(1);
+            p.size = p.size.min(16384);
+        }
+        assert_eq!(Header::decode(&c.encode()).unwrap(), c);
+        assert_eq!(c.payloads[0].data_len(0, 16384), 4096 + (10000 - 8192));
+        // Pieces that do not cover their chunk, an empty piece, too many, an unknown kind, in
+        // a full bundle.
+        let with = |pieces: Vec<Piece>, base: bool, payload: usize| {
+            let mut h = header();
+            h.base = base.then_some([1; 32]);
+            h.payloads[payload].chunks[0].source = Source::Pieces(pieces);
+            Header::decode(&h.encode())
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(with(vec![piece(2, Origin::Zeros)], true, 0).contains("do not cover"));
+        assert!(with(
+            vec![piece(0, Origin::Zeros), piece(1, Origin::Zeros)],
+            true,
+            0
+        )
+        .contains("no blocks"));
+        assert!(
+            with(vec![piece(1, Origin::Zeros); MAX_PIECES + 1], true, 0).contains("pieces (1 to")
+        );
+        assert!(with(vec![], true, 0).contains("0 pieces"));
+        // (`with` fails the test if this decodes.)
+        with(vec![piece(1, Origin::Zeros)], false, 0);
+        let mut h = header();
+        h.base = Some([1; 32]);
+        h.payloads[0].chunks[0].source = Source::Pieces(vec![piece(1, Origin::Zeros)]);
+        let mut b = h.encode();
+        assert_eq!(Header::decode(&b).unwrap(), h);
+        // The kind byte of that piece: where the encoding of a data piece differs.
+        let kind_at = {
+            let mut z = h.clone();
+            z.payloads[0].chunks[0].source = Source::Pieces(vec![piece(1, Origin::Data)]);
+            let zb = z.encode();
+            b.iter().zip(&zb).position(|(x, y)| x != y).unwrap()
+        };
+        b[kind_at] = 9;
+        assert!(Header::decode(&b)
+            .unwrap_err()
+            .to_string()
+            .contains("piece kind 9"));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! panic writes the input to `target/fuzz-crashes/<target>-<n>.bin` and fails the test.
 //! Each target prints its executions.
 
-use berth_contract::bundle::{Chunk, Header, Kind, Payload, Source};
+use berth_contract::bundle::{Chunk, Header, Kind, Origin, Payload, Piece, Source};
 use berth_contract::channel::{self, Index};
 use berth_contract::config::MachineConfig;
 use berth_contract::entry::{BootEntry, EntryName};
@@ -208,12 +208,12 @@ fn verity_superblocks() {
 
 #[test]
 fn update_bundle_headers() {
-    let p = |kind, size: u64, source| Payload {
+    let p = |kind, size: u64, source: Source| Payload {
         kind,
         size,
         chunks: (0..size.div_ceil(4096))
             .map(|i| Chunk {
-                source,
+                source: source.clone(),
                 sha256: [i as u8; 32],
             })
             .collect(),
@@ -234,7 +234,25 @@ fn update_bundle_headers() {
             p(Kind::Initrd, 9000, Source::Data),
         ],
     };
-    fuzz("bundle-header", vec![h.encode()], |b| {
+    // A delta of format 2: root chunks of pieces (data, running blocks anywhere, zeros).
+    let mut pieces = h.clone();
+    pieces.payloads[0] = p(
+        Kind::Root,
+        12288,
+        Source::Pieces(vec![Piece {
+            blocks: 1,
+            origin: Origin::Running(3),
+        }]),
+    );
+    pieces.payloads[0].chunks[1].source = Source::Pieces(vec![Piece {
+        blocks: 1,
+        origin: Origin::Zeros,
+    }]);
+    pieces.payloads[0].chunks[2].source = Source::Pieces(vec![Piece {
+        blocks: 1,
+        origin: Origin::Data,
+    }]);
+    fuzz("bundle-header", vec![h.encode(), pieces.encode()], |b| {
         if let Ok(h) = Header::decode(b) {
             assert_eq!(
                 Header::decode(&h.encode()).expect("a header berth wrote"),
@@ -244,7 +262,12 @@ fn update_bundle_headers() {
             for k in Kind::ALL {
                 let p = h.payload(k);
                 for i in 0..p.chunks.len() {
-                    let _ = p.chunk_len(i, h.chunk_size);
+                    let len = p.chunk_len(i, h.chunk_size);
+                    assert!(p.data_len(i, h.chunk_size) <= len);
+                    if let Source::Pieces(ps) = &p.chunks[i].source {
+                        let ranges: Vec<_> = Piece::ranges(ps, len).collect();
+                        assert_eq!(ranges.last().map(|r| r.1), Some(len));
+                    }
                 }
             }
         }

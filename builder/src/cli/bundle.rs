@@ -69,10 +69,17 @@ pub fn run(c: BundleCommand, printer: &Printer) -> Result<()> {
                 .payloads
                 .iter()
                 .map(|p| {
-                    let data = p.chunks.iter().filter(|c| c.source == Source::Data).count();
+                    let count =
+                        |f: fn(&Source) -> bool| p.chunks.iter().filter(|c| f(&c.source)).count();
+                    let data = count(|s| *s == Source::Data);
+                    let running = count(|s| *s == Source::Running);
+                    let bytes: u64 = (0..p.chunks.len())
+                        .map(|i| p.data_len(i, h.chunk_size))
+                        .sum();
                     serde_json::json!({
                         "kind": p.kind.name(), "size": p.size, "chunks": p.chunks.len(),
-                        "chunks-in-bundle": data, "chunks-from-running-slot": p.chunks.len() - data,
+                        "chunks-in-bundle": data, "chunks-from-running-slot": running,
+                        "chunks-of-pieces": p.chunks.len() - data - running, "data-bytes": bytes,
                     })
                 })
                 .collect();
@@ -102,11 +109,13 @@ pub fn run(c: BundleCommand, printer: &Printer) -> Result<()> {
             ));
             for p in &payloads {
                 printer.result(&format!(
-                    "  {:<7} {:>11} bytes  {} chunks in the bundle, {} from the running slot",
+                    "  {:<7} {:>11} bytes  {} chunks in the bundle, {} from the running slot, {} of pieces ({} bytes carried)",
                     p["kind"].as_str().unwrap_or(""),
                     p["size"],
                     p["chunks-in-bundle"],
-                    p["chunks-from-running-slot"]
+                    p["chunks-from-running-slot"],
+                    p["chunks-of-pieces"],
+                    p["data-bytes"]
                 ));
             }
             Ok(())

@@ -23,7 +23,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
-use berth_contract::bundle::{self, Header, Kind, Source};
+use berth_contract::bundle::{self, Header, Kind, Origin, Piece, Source, PIECE_BLOCK};
 use berth_contract::cmdline::{BootArgs, Cmdline};
 use berth_contract::entry::{BootEntry, EntryName};
 use berth_contract::layout::{root_index, verity_index};
@@ -128,6 +128,46 @@ pub fn os_release_field(key: &str) -> Option<String> {
         })
 }
 
+/// Puts chunk `i` of a payload (at `off`) together in `buf`: from the bundle `r`, from the
+/// running slot's copy `src` (named `running`) at the same offset, or from its pieces.
+#[allow(clippy::too_many_arguments)]
+fn fill_chunk(
+    r: &mut dyn Read,
+    c: &berth_contract::bundle::Chunk,
+    buf: &mut [u8],
+    off: u64,
+    src: &File,
+    running: &str,
+    i: usize,
+    kind: Kind,
+) -> Result<()> {
+    let what = || format!("chunk {i} of the {} payload", kind.name());
+    match &c.source {
+        Source::Data => read_exact(r, buf, &what())?,
+        Source::Running => src
+            .read_exact_at(buf, off)
+            .ctx(|| format!("reading chunk {i} from the running slot's {running}"))?,
+        Source::Pieces(pieces) => {
+            for (a, b, origin) in Piece::ranges(pieces, buf.len() as u64) {
+                let part = &mut buf[a as usize..b as usize];
+                match origin {
+                    Origin::Data => read_exact(r, part, &what())?,
+                    Origin::Zeros => part.fill(0),
+                    Origin::Running(j) => src
+                        .read_exact_at(part, j.saturating_mul(u64::from(PIECE_BLOCK)))
+                        .ctx(|| {
+                            format!(
+                                "reading block {j} of the running slot's {running} ({})",
+                                what()
+                            )
+                        })?,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Streams one payload into `dev` (a partition), checking each chunk before writing it;
 /// `running` is the running slot's partition of the same kind (for a delta's copied chunks).
 fn write_partition(
@@ -157,21 +197,12 @@ fn write_partition(
     for (i, c) in p.chunks.iter().enumerate() {
         let n = p.chunk_len(i, h.chunk_size) as usize;
         let off = i as u64 * u64::from(h.chunk_size);
-        match c.source {
-            Source::Data => read_exact(
-                r,
-                &mut buf[..n],
-                &format!("chunk {i} of the {} payload", kind.name()),
-            )?,
-            Source::Running => src
-                .read_exact_at(&mut buf[..n], off)
-                .ctx(|| format!("reading chunk {i} from the running slot's {running}"))?,
-        }
+        fill_chunk(r, c, &mut buf[..n], off, &src, running, i, kind)?;
         if Sha256::digest(&buf[..n])[..] != c.sha256 {
             fail!(
                 "chunk {i} of the {} payload does not match its hash in the signed header{}: nothing more written, the slot stays unbootable",
                 kind.name(),
-                if c.source == Source::Running { " (the running slot is not the delta's base)" } else { "" }
+                if c.source == Source::Data { "" } else { " (the running slot is not the delta's base)" }
             );
         }
         out.write_all_at(&buf[..n], off)
@@ -206,14 +237,25 @@ fn device_bytes(f: &File) -> u64 {
 }
 
 /// Streams one payload into a file on the ESP: `path.new`, fsync, rename.
+/// Writes one payload to `path` on the ESP (through `path.new`, renamed last), checking each
+/// chunk before writing it; `running` is the running slot's file of the same kind (a delta's
+/// unchanged kernel or initrd comes from it).
 fn write_esp_file(
     r: &mut dyn Read,
     h: &Header,
     kind: Kind,
     path: &str,
+    running: &str,
     progress: &mut Progress,
 ) -> Result<()> {
     let p = h.payload(kind);
+    let delta = p.chunks.iter().any(|c| c.source != Source::Data);
+    // Opened only when the bundle needs it: a full bundle does not depend on it.
+    let src = if delta {
+        Some(File::open(running).ctx(|| format!("opening {running}"))?)
+    } else {
+        None
+    };
     if let Some(dir) = std::path::Path::new(path).parent() {
         fs::create_dir_all(dir).ctx(|| format!("mkdir -p {}", dir.display()))?;
     }
@@ -222,16 +264,29 @@ fn write_esp_file(
     let mut buf = vec![0u8; h.chunk_size as usize];
     for (i, c) in p.chunks.iter().enumerate() {
         let n = p.chunk_len(i, h.chunk_size) as usize;
-        read_exact(
-            r,
-            &mut buf[..n],
-            &format!("chunk {i} of the {} payload", kind.name()),
-        )?;
+        let off = i as u64 * u64::from(h.chunk_size);
+        let filled = match &src {
+            Some(src) => fill_chunk(r, c, &mut buf[..n], off, src, running, i, kind),
+            None => read_exact(
+                r,
+                &mut buf[..n],
+                &format!("chunk {i} of the {} payload", kind.name()),
+            ),
+        };
+        if let Err(e) = filled {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         if Sha256::digest(&buf[..n])[..] != c.sha256 {
             let _ = fs::remove_file(&tmp);
             fail!(
-                "chunk {i} of the {} payload does not match its hash in the signed header",
-                kind.name()
+                "chunk {i} of the {} payload does not match its hash in the signed header{}",
+                kind.name(),
+                if c.source == Source::Data {
+                    ""
+                } else {
+                    " (the running slot is not the delta's base)"
+                }
             );
         }
         f.write_all(&buf[..n]).ctx(|| format!("writing {tmp}"))?;
@@ -422,6 +477,7 @@ pub fn apply(source: &str, allow_downgrade: bool) -> Result<(Slot, String)> {
             &h,
             Kind::Kernel,
             &format!("{esp_mnt}{}", paths::slot_kernel(target)),
+            &format!("{esp_mnt}{}", paths::slot_kernel(slot)),
             &mut progress,
         )?;
         step("after-kernel");
@@ -430,6 +486,7 @@ pub fn apply(source: &str, allow_downgrade: bool) -> Result<(Slot, String)> {
             &h,
             Kind::Initrd,
             &format!("{esp_mnt}{}", paths::slot_initrd(target)),
+            &format!("{esp_mnt}{}", paths::slot_initrd(slot)),
             &mut progress,
         )?;
         sync_dir(&format!("{esp_mnt}/berth/{target}"))?;
@@ -487,6 +544,98 @@ pub const LAST_UPDATE: &str = "/var/lib/berth/health/last-update";
 
 #[cfg(test)]
 mod tests {
+    use berth_contract::bundle::{Chunk, Payload};
+
+    /// A delta's root payload written to a "partition" (a file): a chunk of pieces (blocks of
+    /// the running slot from elsewhere, data, zeros) and a running chunk; then a bundle whose
+    /// base is not the running slot, stopped at the first chunk that does not match.
+    #[test]
+    fn pieces_are_put_together_checked_and_written() {
+        let d = std::env::temp_dir().join(format!("berth-pieces-{}", std::process::id()));
+        fs::create_dir_all(&d).unwrap();
+        let running: Vec<u8> = (0..8 * 4096u32)
+            .map(|i| (i / 4096 * 31 + i % 7) as u8)
+            .collect();
+        let block = |j: usize| &running[j * 4096..(j + 1) * 4096];
+        let data = vec![0xabu8; 4096];
+        let mut want = Vec::new();
+        want.extend_from_slice(block(5));
+        want.extend_from_slice(block(6));
+        want.extend_from_slice(&data);
+        want.extend_from_slice(&[0u8; 4096]);
+        want.extend_from_slice(&running[16384..32768]);
+        let piece = |blocks, origin| Piece { blocks, origin };
+        let sum = |b: &[u8]| -> [u8; 32] { Sha256::digest(b).into() };
+        let h = |base_chunk1: Source| Header {
+            image: "t".into(),
+            version: "0.2.0".into(),
+            arch: "x86_64".into(),
+            cmdline: String::new(),
+            tries: 3,
+            roothash: [1; 32],
+            base: Some([2; 32]),
+            chunk_size: 16384,
+            payloads: vec![Payload {
+                kind: Kind::Root,
+                size: 32768,
+                chunks: vec![
+                    Chunk {
+                        source: Source::Pieces(vec![
+                            piece(2, Origin::Running(5)),
+                            piece(1, Origin::Data),
+                            piece(1, Origin::Zeros),
+                        ]),
+                        sha256: sum(&want[..16384]),
+                    },
+                    Chunk {
+                        source: base_chunk1,
+                        sha256: sum(&want[16384..]),
+                    },
+                ],
+            }],
+        };
+        let (run, dev) = (d.join("running"), d.join("dev"));
+        fs::write(&run, &running).unwrap();
+        fs::write(&dev, vec![0u8; 32768]).unwrap();
+        let mut progress = Progress {
+            total: 32768,
+            done: 0,
+            last: 0,
+        };
+        let (run_s, dev_s) = (run.to_str().unwrap(), dev.to_str().unwrap());
+        write_partition(
+            &mut &data[..],
+            &h(Source::Running),
+            Kind::Root,
+            dev_s,
+            run_s,
+            &mut progress,
+        )
+        .unwrap();
+        assert_eq!(fs::read(&dev).unwrap(), want);
+        // Another running slot: the chunk of pieces does not match, nothing is written.
+        let mut other = running.clone();
+        other[5 * 4096] ^= 1;
+        fs::write(&run, &other).unwrap();
+        fs::write(&dev, vec![0u8; 32768]).unwrap();
+        let e = write_partition(
+            &mut &data[..],
+            &h(Source::Running),
+            Kind::Root,
+            dev_s,
+            run_s,
+            &mut progress,
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("chunk 0 of the root payload does not match")
+                && e.0.contains("not the delta's base"),
+            "{e}"
+        );
+        assert_eq!(fs::read(&dev).unwrap(), vec![0u8; 32768]);
+        let _ = fs::remove_dir_all(&d);
+    }
+
     use super::*;
 
     #[test]
