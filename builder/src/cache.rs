@@ -358,7 +358,7 @@ pub fn clean(cache_dir: &Path, all: bool) -> Result<u64> {
     } else {
         vec![
             cache_dir.join("builds"),
-            cache_dir.join(INITRAMFS_DIR),
+            cache_dir.join(crate::boot::initramfs::CACHE_DIR),
             cache_dir.join(crate::fetch::ZSTD_COPIES),
         ]
     };
@@ -373,63 +373,6 @@ pub fn clean(cache_dir: &Path, all: bool) -> Result<u64> {
         .with_context(|| format!("removing {}", t.display()))?;
     }
     Ok(freed)
-}
-
-/// Where compressed initramfs images are kept, by the SHA-256 of their uncompressed cpio.
-pub const INITRAMFS_DIR: &str = "initramfs";
-/// How many of them are kept (the most recently used).
-const INITRAMFS_KEEP: usize = 16;
-
-/// The compressed form of `raw` (an uncompressed cpio archive) made by `compress`, from the
-/// cache when it holds it: a one-file change to a profile leaves the initramfs as it was, and
-/// zstd -19 of berth-init is most of a warm rebuild's initramfs stage. What the cache holds is
-/// checked before use: it must decompress to exactly `raw` (a damaged or altered entry is
-/// dropped and made again). Failing to store costs only speed, so it is a warning.
-pub fn initramfs(
-    cache_dir: &Path,
-    raw: &[u8],
-    decompress: impl Fn(&[u8]) -> Result<Vec<u8>>,
-    compress: impl Fn(&[u8]) -> Result<Vec<u8>>,
-) -> Result<Vec<u8>> {
-    use sha2::{Digest, Sha256};
-    let dir = cache_dir.join(INITRAMFS_DIR);
-    let path = dir.join(format!("{}.img", hex::encode(Sha256::digest(raw))));
-    if let Ok(kept) = fs::read(&path) {
-        if decompress(&kept).is_ok_and(|d| d == raw) {
-            // Its mtime is its last use, for the eviction below.
-            let _ = fs::File::options()
-                .append(true)
-                .open(&path)
-                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
-            return Ok(kept);
-        }
-        tracing::warn!(
-            "{}: a cached initramfs that does not decompress to its key; made again",
-            path.display()
-        );
-        let _ = fs::remove_file(&path);
-    }
-    let made = compress(raw)?;
-    let store = || -> Result<()> {
-        fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-        fs::write(&tmp, &made)?;
-        fs::rename(&tmp, &path)?;
-        let mut kept: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(&dir)?
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".img"))
-            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-            .collect();
-        kept.sort_by_key(|k| std::cmp::Reverse(k.0));
-        for (_, old) in kept.into_iter().skip(INITRAMFS_KEEP) {
-            let _ = fs::remove_file(old);
-        }
-        Ok(())
-    };
-    if let Err(e) = store() {
-        tracing::warn!("could not cache the initramfs in {}: {e:#}", dir.display());
-    }
-    Ok(made)
 }
 
 /// Keeps a copy of a finished build for the next one with the same key. Best effort: a full
@@ -729,49 +672,27 @@ mod tests {
         assert_eq!(clean(&d.path().join("none"), true).unwrap(), 0);
     }
 
+    /// `berth clean` removes what is made for builds (results, initramfs images, zstd copies
+    /// of packages), and keeps the packages unless --all.
     #[test]
-    fn the_initramfs_is_compressed_once_and_a_damaged_entry_is_made_again() {
-        use crate::fsimage::cpio::{compress, decompress, Compression::Zstd};
+    fn clean_removes_what_builds_make_and_keeps_the_packages() {
         let d = tempfile::tempdir().unwrap();
-        let made = std::cell::Cell::new(0);
-        let get = |raw: &[u8]| {
-            initramfs(
-                d.path(),
-                raw,
-                |z| decompress(z, Zstd),
-                |r| {
-                    made.set(made.get() + 1);
-                    compress(r, Zstd)
-                },
-            )
-            .unwrap()
-        };
-        let raw = b"070701 a cpio archive, or near enough".repeat(100);
-        let first = get(&raw);
-        assert_eq!(decompress(&first, Zstd).unwrap(), raw);
-        assert_eq!(
-            (get(&raw), made.get()),
-            (first.clone(), 1),
-            "from the cache"
-        );
-        // Damaged: it decompresses to something else, so it is made again (same bytes).
-        let entry = fs::read_dir(d.path().join(INITRAMFS_DIR))
-            .unwrap()
-            .flatten()
-            .find(|e| e.file_name().to_string_lossy().ends_with(".img"))
-            .unwrap()
-            .path();
-        fs::write(&entry, compress(b"something else", Zstd).unwrap()).unwrap();
-        assert_eq!((get(&raw), made.get()), (first, 2));
-        // At most INITRAMFS_KEEP entries stay.
-        for i in 0..INITRAMFS_KEEP + 3 {
-            get(format!("archive {i}").as_bytes());
+        let made = [
+            "builds",
+            crate::boot::initramfs::CACHE_DIR,
+            crate::fetch::ZSTD_COPIES,
+        ];
+        for dir in made.iter().chain(&["debs"]) {
+            fs::create_dir_all(d.path().join(dir)).unwrap();
+            fs::write(d.path().join(dir).join("f"), "x").unwrap();
         }
-        let n = fs::read_dir(d.path().join(INITRAMFS_DIR)).unwrap().count();
-        assert_eq!(n, INITRAMFS_KEEP);
-        // `berth clean` removes them with the build results.
-        clean(d.path(), false).unwrap();
-        assert!(!d.path().join(INITRAMFS_DIR).exists());
+        assert!(clean(d.path(), false).unwrap() > 0);
+        for dir in made {
+            assert!(!d.path().join(dir).exists(), "{dir}");
+        }
+        assert!(d.path().join("debs/f").exists());
+        clean(d.path(), true).unwrap();
+        assert!(!d.path().join("debs").exists());
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub fn write_archive_with<W: Write>(
 
 /// Writes an image's blobs and index as an OCI archive (the tar [`write_archive`] makes).
 pub fn write_blobs<W: Write>(b: &ImageBlobs, mtime: i64, out: &mut W) -> Result<()> {
-    let mut ar = tar::Builder::new(out);
+    let mut ar = tar::Builder::new(Counting { inner: out, n: 0 });
     let files: Vec<(String, &[u8])> = b
         .blobs
         .iter()
@@ -109,6 +109,16 @@ pub fn write_blobs<W: Write>(b: &ImageBlobs, mtime: i64, out: &mut W) -> Result<
             .with_context(|| format!("writing {dir} to the OCI archive"))?;
     }
     for (path, data) in files {
+        // A large blob (a layer) starts at a 4 KiB boundary of the archive, and its files at
+        // 4 KiB boundaries of it (layer_tar): aligned in the root's ext4 too.
+        if data.len() >= ALIGN_MIN {
+            let mut pax = Vec::new();
+            pad_to_block(&mut pax, ar.get_ref().n);
+            if !pax.is_empty() {
+                write_pax(&mut ar, &path, &pax, mtime)
+                    .with_context(|| format!("writing {path} to the OCI archive"))?;
+            }
+        }
         let mut h = fixed_header(tar::EntryType::Regular, 0o644, 0, 0, mtime)?;
         h.set_size(data.len() as u64);
         ar.append_data(&mut h, &path, data)
@@ -121,6 +131,24 @@ pub fn write_blobs<W: Write>(b: &ImageBlobs, mtime: i64, out: &mut W) -> Result<
 }
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// A writer that counts what it passes on (where the archive is, for alignment).
+struct Counting<W> {
+    inner: W,
+    n: usize,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k;
+        Ok(k)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
 
 /// Builds the layer, config, manifest and index of `img` (what [`write_archive`] puts in the tar).
 pub fn image_blobs(
@@ -333,8 +361,17 @@ pub fn layer_tar(m: &Manifest, mtime: i64) -> Result<Vec<u8>> {
         let time = e.mtime.min(mtime);
         let mode = u32::from(e.mode);
         let ctx = || format!("adding {path} to the layer");
-        if !e.xattrs.is_empty() {
-            write_pax_xattrs(&mut ar, rel, &e.xattrs, time).with_context(ctx)?;
+        let mut pax = pax_xattrs(&e.xattrs).with_context(ctx)?;
+        // A large file's data starts at a 4 KiB boundary of the layer (itself aligned in the
+        // archive, so in the root's ext4): when an earlier file grows, the blocks of this one
+        // stay whole blocks, only elsewhere, and a delta bundle finds them (bundle pieces).
+        if let Kind::File(data) = &e.kind {
+            if data.len() >= ALIGN_MIN {
+                pad_to_block(&mut pax, ar.get_ref().len());
+            }
+        }
+        if !pax.is_empty() {
+            write_pax(&mut ar, rel, &pax, time).with_context(ctx)?;
         }
         match &e.kind {
             Kind::Dir => {
@@ -396,36 +433,82 @@ pub fn layer_tar(m: &Manifest, mtime: i64) -> Result<Vec<u8>> {
     Ok(ar.into_inner()?)
 }
 
-/// A PAX extended header (`x`) carrying `SCHILY.xattr.<name>=<value>` records for the entry
-/// that follows.
-fn write_pax_xattrs(
-    ar: &mut tar::Builder<Vec<u8>>,
-    rel: &str,
-    xattrs: &BTreeMap<String, Vec<u8>>,
-    mtime: i64,
-) -> Result<()> {
+/// Files from this size on start their data at a 4 KiB boundary of a layer or an archive.
+const ALIGN_MIN: usize = 16 << 10;
+const ALIGN: usize = 4096;
+
+/// One PAX record: `<length> <key>=<value>\n`, the length counting its own digits.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let payload_len = 1 + key.len() + 1 + value.len() + 1;
+    let mut len = payload_len + 1;
+    while len != payload_len + len.to_string().len() {
+        len = payload_len + len.to_string().len();
+    }
+    let mut r = format!("{len} {key}=").into_bytes();
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    r
+}
+
+/// `SCHILY.xattr.<name>=<value>` records (which containerd applies) for the entry that follows.
+fn pax_xattrs(xattrs: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>> {
     let mut body = Vec::new();
     for (name, value) in xattrs {
         ensure!(
             !name.contains('=') && !name.contains('\0'),
             "xattr name {name:?} cannot be stored in a tar"
         );
-        let payload_len = " SCHILY.xattr.".len() + name.len() + 1 + value.len() + 1;
-        // The length field counts its own digits.
-        let mut len = payload_len + 1;
-        while len != payload_len + len.to_string().len() {
-            len = payload_len + len.to_string().len();
-        }
-        body.extend_from_slice(format!("{len} SCHILY.xattr.{name}=").as_bytes());
-        body.extend_from_slice(value);
-        body.push(b'\n');
+        body.extend(pax_record(&format!("SCHILY.xattr.{name}"), value));
     }
+    Ok(body)
+}
+
+/// Grows the PAX records `body` (maybe empty) with a `comment` record, which readers ignore,
+/// so that the data of the entry after it starts at a multiple of [`ALIGN`], given that the
+/// archive holds `at` bytes now: PAX header (512) + body (whole 512-byte blocks) + the
+/// entry's header (512). Nothing changes if it is aligned already.
+fn pad_to_block(body: &mut Vec<u8>, at: usize) {
+    let blocks = |b: usize| b.div_ceil(512) * 512;
+    let start = |b: &[u8]| {
+        at + if b.is_empty() {
+            0
+        } else {
+            512 + blocks(b.len())
+        } + 512
+    };
+    if start(body).is_multiple_of(ALIGN) {
+        return;
+    }
+    // The smallest padded body: a whole number of blocks, room for a record of at least 20
+    // bytes, and the data aligned. (A record cannot be exactly 100 or 1000 bytes long, its
+    // length's digits growing with it: then the next aligned size.)
+    let mut target = blocks(body.len() + 20);
+    while !(at + 512 + target + 512).is_multiple_of(ALIGN) {
+        target += 512;
+    }
+    loop {
+        let room = target - body.len();
+        let mut fill = room.saturating_sub(" comment=\n".len() + room.to_string().len());
+        while fill > 0 && pax_record("comment", &vec![b'0'; fill]).len() > room {
+            fill -= 1;
+        }
+        let r = pax_record("comment", &vec![b'0'; fill]);
+        if r.len() == room {
+            body.extend(r);
+            return;
+        }
+        target += ALIGN;
+    }
+}
+
+/// A PAX extended header (`x`) with the records `body`, for the entry that follows.
+fn write_pax<W: Write>(ar: &mut tar::Builder<W>, rel: &str, body: &[u8], mtime: i64) -> Result<()> {
     let mut h = fixed_header(tar::EntryType::XHeader, 0o644, 0, 0, mtime)?;
     h.set_size(body.len() as u64);
     // The name of a PAX header is informational; keep it short and within ustar limits.
     let base = rel.rsplit('/').next().unwrap_or(rel);
     let base: String = base.chars().take(80).collect();
-    ar.append_data(&mut h, format!("PaxHeaders/{base}"), &body[..])?;
+    ar.append_data(&mut h, format!("PaxHeaders/{base}"), body)?;
     Ok(())
 }
 
@@ -499,6 +582,104 @@ mod tests {
         assert_eq!(rfc3339(951_782_400).unwrap(), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000).unwrap(), "2023-11-14T22:13:20Z");
         assert!(rfc3339(-1).is_err());
+    }
+
+    /// Large files start at 4 KiB boundaries of the layer, and the layer at one of the archive
+    /// (so a grown earlier file leaves their blocks whole for a delta bundle); xattrs survive
+    /// beside the padding; GNU tar reads both.
+    #[test]
+    fn large_files_and_layers_are_aligned_to_blocks() {
+        let mut img = image();
+        let mut sizes = Vec::new();
+        for (i, n) in [16384usize, 100_000, 5000, 70_001, 1 << 20]
+            .iter()
+            .enumerate()
+        {
+            let mut e = Entry::file(vec![i as u8 + 1; *n], 0o644, 100);
+            if i == 1 {
+                e.xattrs.insert("user.k".into(), b"v".to_vec());
+            }
+            img.rootfs.insert(p(&format!("/data/f{i}")), e).unwrap();
+            sizes.push(*n);
+        }
+        let t = layer_tar(&img.rootfs, 300).unwrap();
+        let mut ar = tar::Archive::new(&t[..]);
+        let mut aligned = 0;
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            if let Some(i) = path.strip_prefix("data/f") {
+                let i: usize = i.parse().unwrap();
+                let at = e.raw_file_position();
+                if sizes[i] >= ALIGN_MIN {
+                    assert_eq!(at % 4096, 0, "{path} at {at}");
+                    aligned += 1;
+                }
+                let mut d = Vec::new();
+                e.read_to_end(&mut d).unwrap();
+                assert_eq!(d, vec![i as u8 + 1; sizes[i]]);
+                if i == 1 {
+                    let keys: Vec<_> = e
+                        .pax_extensions()
+                        .unwrap()
+                        .unwrap()
+                        .map(|x| x.unwrap().key().unwrap().to_string())
+                        .collect();
+                    assert!(
+                        keys.contains(&"SCHILY.xattr.user.k".to_string()),
+                        "{keys:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(aligned, 4);
+        // The archive: the layer blob's data at a 4 KiB boundary.
+        let b = image_blobs(&img, 300, LayerCompression::None).unwrap();
+        let mut out = Vec::new();
+        write_blobs(&b, 300, &mut out).unwrap();
+        let mut ar = tar::Archive::new(&out[..]);
+        let mut found = false;
+        for e in ar.entries().unwrap() {
+            let e = e.unwrap();
+            if e.size() as usize == t.len() {
+                assert_eq!(e.raw_file_position() % 4096, 0);
+                found = true;
+            }
+        }
+        assert!(found, "the layer is in the archive");
+        for bytes in [&t, &out] {
+            let d = tempfile::tempdir().unwrap();
+            let f = d.path().join("x.tar");
+            std::fs::write(&f, bytes).unwrap();
+            let o = std::process::Command::new("tar")
+                .arg("-tvf")
+                .arg(&f)
+                .output()
+                .expect("running tar");
+            assert!(
+                o.status.success() && o.stderr.is_empty(),
+                "{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+
+    #[test]
+    fn padding_aligns_the_next_entry_from_any_position_and_body() {
+        for at in (0..3 * 4096).step_by(512) {
+            for len in [0usize, 1, 50, 411, 480, 511, 512, 988, 1000, 1600, 4000] {
+                let mut body = vec![b'x'; len];
+                pad_to_block(&mut body, at);
+                let start =
+                    at + if body.is_empty() {
+                        0
+                    } else {
+                        512 + body.len().div_ceil(512) * 512
+                    } + 512;
+                assert_eq!(start % 4096, 0, "at {at}, body {len} -> {}", body.len());
+                assert!(body.starts_with(&vec![b'x'; len]));
+            }
+        }
     }
 
     #[test]
