@@ -51,7 +51,7 @@ logs=("$out"/contract.log "$out"/builder.log "$out"/init.log)
 grep -hoE 'fuzz [a-z0-9-]+: [0-9]+ executions.*' "${logs[@]}" | sort
 grep -hE 'panicked|a panic on input' "${logs[@]}" || true
 grep -hoE 'fuzz [a-z0-9-]+: [0-9]+ executions' "${logs[@]}" |
-  awk '{n += $3; t++} END {printf "fuzz: %d targets, %d executions in all\n", t, n}'
+  awk '{n += $3; t++} END {printf "fuzz: %d targets, %.0f executions in all\n", t, n}'
 failed=0
 for s in "${suites[@]}"; do
   [ "$(cat "$out/$s.rc" 2>/dev/null)" = 0 ] || { echo "fuzz: the $s suite failed (see $out/$s.log)"; failed=1; }
