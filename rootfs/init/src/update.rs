@@ -603,30 +603,25 @@ mod tests {
             last: 0,
         };
         let (run_s, dev_s) = (run.to_str().unwrap(), dev.to_str().unwrap());
-        write_partition(
-            &mut &data[..],
-            &h(Source::Running),
-            Kind::Root,
-            dev_s,
-            run_s,
-            &mut progress,
-        )
-        .unwrap();
+        let header = h(Source::Running);
+        let mut write = || {
+            write_partition(
+                &mut &data[..],
+                &header,
+                Kind::Root,
+                dev_s,
+                run_s,
+                &mut progress,
+            )
+        };
+        write().unwrap();
         assert_eq!(fs::read(&dev).unwrap(), want);
         // Another running slot: the chunk of pieces does not match, nothing is written.
         let mut other = running.clone();
         other[5 * 4096] ^= 1;
         fs::write(&run, &other).unwrap();
         fs::write(&dev, vec![0u8; 32768]).unwrap();
-        let e = write_partition(
-            &mut &data[..],
-            &h(Source::Running),
-            Kind::Root,
-            dev_s,
-            run_s,
-            &mut progress,
-        )
-        .unwrap_err();
+        let e = write().unwrap_err();
         assert!(
             e.0.contains("chunk 0 of the root payload does not match")
                 && e.0.contains("not the delta's base"),
