@@ -107,6 +107,22 @@ impl serde::Serialize for Bytes {
     }
 }
 
+/// Days since 1970-01-01 to (year, month 1–12, day 1–31), proleptic Gregorian (Howard
+/// Hinnant's `civil_from_days`). One copy for every date berth writes: build timestamps, FAT
+/// and tar times, SigV4 dates.
+pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +155,15 @@ mod tests {
         for b in [Bytes(0), Bytes(4096), Bytes::mib(3), Bytes(5 * GIB)] {
             assert_eq!(b.to_string().parse::<Bytes>().unwrap(), b);
         }
+    }
+
+    #[test]
+    fn civil_dates_around_leap_days_and_eras() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        // 2000-02-29 (a leap day of a century divisible by 400), 2100-03-01 (2100 is no leap year).
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(47_541), (2100, 3, 1));
+        assert_eq!(civil_from_days(1_767_225_600 / 86_400), (2026, 1, 1));
     }
 }

@@ -398,9 +398,9 @@ fn three_nodes_form_an_etcd_cluster_that_survives_a_killed_node() {
 
 /// The locksmith side: nodes of `up --channel` update themselves and honour the same reboot
 /// lock as `berth cluster update`. The full set (ci/test-full): a cluster boot, an apply on
-/// three nodes at once and three reboots in turn, about 16 minutes under TCG here.
+/// three nodes at once and three reboots in turn, 4 to 16 minutes under TCG, by host.
 #[test]
-#[ignore = "the full set (ci/test-full): about 16 minutes of three TCG guests"]
+#[ignore = "the full set (ci/test-full): 4 to 16 minutes of three TCG guests, by host"]
 fn nodes_updating_themselves_from_a_channel_reboot_one_at_a_time_under_the_lock() {
     let img = build_profile("cluster-test.toml", Some(vec![])).unwrap();
     let v3 = build_profile_delta("cluster-v3.toml", Some(vec![]), Some(img.dir.clone())).unwrap();

@@ -26,20 +26,11 @@ impl AmzTime {
     pub fn from_unix(secs: i64) -> Self {
         let days = secs.div_euclid(86_400);
         let rem = secs.rem_euclid(86_400);
-        // Howard Hinnant's civil_from_days.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let mo = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let y = yoe + era * 400 + i64::from(mo <= 2);
+        let (y, mo, d) = berth_contract::units::civil_from_days(days);
         AmzTime {
             y,
-            mo,
-            d,
+            mo: mo as u32,
+            d: d as u32,
             h: (rem / 3600) as u32,
             mi: (rem % 3600 / 60) as u32,
             s: (rem % 60) as u32,
