@@ -1,7 +1,9 @@
 //! Power cuts during `berthctl update apply`, in real QEMU + OVMF + systemd-boot: QEMU is
 //! killed (SIGKILL: whatever the guest had not written to its disk is lost) at each named step
 //! of an apply (by default one step on each side of the commit point; every step with
-//! `BERTH_POWERCUT_STEPS=all`), and, with `BERTH_POWERCUT_RANDOM=N`, at N random moments. After every cut the
+//! `BERTH_POWERCUT_STEPS=all`), and, with `BERTH_POWERCUT_RANDOM=N`, at N random moments spread
+//! over the apply (a random fraction, up to 1.1, of how long the same bundle took to apply
+//! uncut; the first apply of each bundle runs to its end to measure that). After every cut the
 //! disk must boot a good slot: the old one, or (only once the entry was written, the commit
 //! point) the new one; never neither. `benches/powercut.sh` runs the full set.
 
@@ -32,8 +34,9 @@ const CI_STEPS: [&str; 2] = ["mid-payload", "after-entry"];
 #[derive(Debug, Clone, Copy)]
 enum Cut {
     Step(&'static str),
-    /// Milliseconds after the apply started.
-    After(u64),
+    /// At this many thousandths of the apply's measured duration (0..1100: some land just
+    /// after its end, the moment an apply's last sync is done).
+    Permille(u64),
 }
 
 /// xorshift64*: enough to spread cut times, seeded and printed so a run can be repeated.
@@ -81,7 +84,6 @@ fn a_power_cut_anywhere_in_an_apply_leaves_a_disk_that_boots_a_good_slot() {
             .map_or(1, |d| d.as_secs())
             | 1,
     );
-    let max_ms = env_u64("BERTH_POWERCUT_MAX_SECONDS", 150) * 1000;
     let mut rng = Rng(seed);
     // CI cuts once on each side of the commit point; benches/powercut.sh cuts at every step.
     let steps: Vec<&'static str> = match std::env::var("BERTH_POWERCUT_STEPS").as_deref() {
@@ -97,7 +99,7 @@ fn a_power_cut_anywhere_in_an_apply_leaves_a_disk_that_boots_a_good_slot() {
         Err(_) => CI_STEPS.to_vec(),
     };
     let mut plan: Vec<Cut> = steps.iter().map(|s| Cut::Step(s)).collect();
-    plan.extend((0..random).map(|_| Cut::After(rng.next() % max_ms)));
+    plan.extend((0..random).map(|_| Cut::Permille(rng.next() % 1100)));
     eprintln!("power cuts: {} planned (seed {seed}): {plan:?}", plan.len());
 
     let work = tempfile::tempdir().unwrap();
@@ -124,19 +126,26 @@ fn a_power_cut_anywhere_in_an_apply_leaves_a_disk_that_boots_a_good_slot() {
     let mut g = boot("powercut-0");
     let line = g.wait_for("berth: ready slot=", READY_UEFI).unwrap();
     let (mut slot, mut version) = slot_version(&line);
-    let (mut good, mut to_new) = (0, 0);
+    let (mut good, mut to_new, mut during) = (0, 0, 0);
+    // How long an uncut apply of each bundle took: [the delta to 0.2.0, the full 0.1.0].
+    let mut took: [Option<Duration>; 2] = [None, None];
     for (i, cut) in plan.iter().enumerate() {
         // Cut only a boot that counts as good, so the cuts do not add up to failed boots.
         g.wait_for("berth: boot counted good", Duration::from_secs(180))
             .unwrap();
-        let (bundle, flags, new_version) = if version == "0.1.0" {
-            (v2.dir.join("update-delta.bundle"), "", "0.2.0")
+        let (kind, bundle, flags, new_version) = if version == "0.1.0" {
+            (0, v2.dir.join("update-delta.bundle"), "", "0.2.0")
         } else {
-            (v1.dir.join("update.bundle"), " --allow-downgrade", "0.1.0")
+            (
+                1,
+                v1.dir.join("update.bundle"),
+                " --allow-downgrade",
+                "0.1.0",
+            )
         };
         let pause = match cut {
             Cut::Step(s) => format!("BERTH_UPDATE_PAUSE_AT={s} "),
-            Cut::After(_) => String::new(),
+            Cut::Permille(_) => String::new(),
         };
         let out = work.path().join(format!("apply-{i}.out"));
         let mut child = ssh_spawn(
@@ -164,15 +173,29 @@ fn a_power_cut_anywhere_in_an_apply_leaves_a_disk_that_boots_a_good_slot() {
                 );
                 std::thread::sleep(Duration::from_millis(100));
             },
-            Cut::After(ms) => {
-                while started.elapsed() < Duration::from_millis(*ms) {
+            Cut::Permille(p) => {
+                // Unmeasured: this apply runs to its end and measures the bundle.
+                let at = took[kind].map(|d| d * *p as u32 / 1000);
+                loop {
                     if child.try_wait().unwrap().is_some() {
+                        if at.is_none_or(|at| started.elapsed() < at) {
+                            took[kind] = Some(started.elapsed());
+                        }
                         break;
                     }
-                    std::thread::sleep(Duration::from_millis(50));
+                    if at.is_some_and(|at| started.elapsed() >= at) {
+                        break;
+                    }
+                    assert!(
+                        started.elapsed() < Duration::from_secs(1200),
+                        "cut {i}: the apply did not end within 20 minutes"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
                 }
             }
         }
+        let cut_at = started.elapsed();
+        let ended = child.try_wait().unwrap().is_some();
         g.power_cut().unwrap();
         let _ = child.kill();
         let _ = child.wait();
@@ -197,14 +220,20 @@ fn a_power_cut_anywhere_in_an_apply_leaves_a_disk_that_boots_a_good_slot() {
             g.wait_for("berth: blessed", Duration::from_secs(1))
                 .unwrap();
         }
+        if !ended {
+            during += 1;
+        }
         eprintln!(
-            "cut {i} ({cut:?}, {:.1} s into the apply): boots slot {s} version {v}",
-            started.elapsed().as_secs_f64()
+            "cut {i} ({cut:?}) {:.1} s into the apply of {} (uncut: {}){}: boots slot {s} version {v}",
+            cut_at.as_secs_f64(),
+            bundle.file_name().unwrap_or_default().to_string_lossy(),
+            took[kind].map_or("not measured yet".into(), |d| format!("{:.1} s", d.as_secs_f64())),
+            if ended { ", after it ended" } else { "" },
         );
         (slot, version) = (s, v);
     }
     eprintln!(
-        "power cuts: {} cuts, {good} good boots ({to_new} into the new version)",
+        "power cuts: {} cuts ({during} while the apply ran), {good} good boots ({to_new} into the new version)",
         plan.len()
     );
     assert_eq!(good, plan.len());
