@@ -275,6 +275,41 @@ pub fn release_key() -> Result<(PathBuf, PathBuf)> {
     ))
 }
 
+/// Writes to `dest` a copy of the update bundle `src` whose header `edit` changed, signed by
+/// `key`: apart from what the edit changed, a bundle a machine would take (same payloads, chunk
+/// hashes and a good signature over the new header), so a refusal can only be for that change.
+pub fn resigned_bundle(
+    src: &Path,
+    dest: &Path,
+    edit: impl FnOnce(&mut berth_contract::bundle::Header),
+    key: &ed25519_dalek::SigningKey,
+) -> Result<()> {
+    use berth_contract::bundle;
+    use ed25519_dalek::Signer;
+    let bytes = fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+    let u32_at = |at: usize| -> Result<usize> {
+        let b = bytes
+            .get(at..at + 4)
+            .with_context(|| format!("{}: truncated before byte {at}", src.display()))?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let hlen = u32_at(8)?;
+    let hb = bytes
+        .get(12..12 + hlen)
+        .with_context(|| format!("{}: truncated header", src.display()))?;
+    let mut header = bundle::Header::decode(hb)
+        .map_err(|e| anyhow::anyhow!("{}: the header: {e}", src.display()))?;
+    let data = 12 + hlen + 4 + u32_at(12 + hlen)?;
+    edit(&mut header);
+    let prefix = bundle::signed_prefix(&header.encode());
+    let mut out = prefix.clone();
+    out.extend_from_slice(&(bundle::SIGNATURE_LEN as u32).to_le_bytes());
+    out.extend_from_slice(&key.sign(&prefix).to_bytes());
+    out.extend_from_slice(key.verifying_key().as_bytes());
+    out.extend_from_slice(&bytes[data..]);
+    fs::write(dest, out).with_context(|| format!("writing {}", dest.display()))
+}
+
 /// test.toml plus `web`: busybox httpd from a user-made OCI archive, with an environment
 /// variable holding spaces, a read-only mount of /var/lib/web, and an HTTP readiness check.
 const VM_TEST_PROFILE: &str = r#"schema = 1

@@ -1,6 +1,6 @@
 //! A/B updates in real QEMU + OVMF + systemd-boot: a machine running version 0.1.0 in slot A
 //! takes the signed bundle of 0.2.0 over SSH (`berthctl update apply -`, the delta bundle),
-//! refuses damaged, unsigned and old bundles without touching what boots next, reboots into
+//! refuses damaged, unsigned, foreign and old bundles without touching what boots next, reboots into
 //! slot B, keeps /var, and blesses B; then takes 0.5.0 into slot A the same way, and with both
 //! slots blessed the newest version keeps booting (file-name order alone would pick B).
 
@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use berth::run::qemu::{Boot, VmConfig};
 use berth_vm_tests::{
-    build_profile, build_profile_delta, free_port, ssh, ssh_key, ssh_with_input, test_image, Guest,
-    READY_UEFI, SHUTDOWN,
+    build_profile, build_profile_delta, free_port, release_key, resigned_bundle, ssh, ssh_key,
+    ssh_with_input, test_image, Guest, READY_UEFI, SHUTDOWN,
 };
 
 #[test]
@@ -59,8 +59,9 @@ fn update_a_to_b_over_ssh_then_reboot_into_b() {
     );
     assert!(before.contains("slot b: no boot entry"), "{before}");
 
-    // Refused, with nothing activated: a flipped payload byte, a flipped header byte, an
-    // unsigned bundle, the running version, a truncated file.
+    // Refused, with nothing activated: a flipped payload byte, a flipped header byte, a
+    // truncated file, the running version, a damaged signature, another key, an older version,
+    // another image's bundle, an unsigned bundle.
     let full = v2.dir.join("update.bundle");
     let delta = v2.dir.join("update-delta.bundle");
     let bytes = fs::read(&full).unwrap();
@@ -70,6 +71,15 @@ fn update_a_to_b_over_ssh_then_reboot_into_b() {
         edit(&mut b);
         let p = work.path().join(name);
         fs::write(&p, b).unwrap();
+        p
+    };
+    let release = berth::update::read_secret(&release_key().unwrap().0).unwrap();
+    let other_key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let resigned = |name: &str,
+                    edit: &dyn Fn(&mut berth_contract::bundle::Header),
+                    key: &ed25519_dalek::SigningKey| {
+        let p = work.path().join(name);
+        resigned_bundle(&full, &p, edit, key).unwrap();
         p
     };
     let cases = [
@@ -87,6 +97,29 @@ fn update_a_to_b_over_ssh_then_reboot_into_b() {
             "truncated",
         ),
         (v1.dir.join("update.bundle"), "is the one running"),
+        // A byte of the signature itself.
+        (
+            bad("signature.bundle", &|b| b[hlen - 96 + 10] ^= 1),
+            "signature does not match",
+        ),
+        // Valid bundles but for one thing each: signed by another key, an older version, another
+        // image's name (the last two re-signed with the image's own release key).
+        (
+            resigned("other-key.bundle", &|_| {}, &other_key),
+            "not by this image's release key",
+        ),
+        (
+            resigned("older.bundle", &|h| h.version = "0.0.9".into(), &release),
+            "is older than the running 0.1.0",
+        ),
+        (
+            resigned(
+                "other-image.bundle",
+                &|h| h.image = "berth-other".into(),
+                &release,
+            ),
+            "the bundle is for image \"berth-other\"",
+        ),
     ];
     for (file, want) in &cases {
         let (code, out) =
