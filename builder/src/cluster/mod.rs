@@ -403,8 +403,8 @@ fn tool(name: &str, package: &str) -> Result<PathBuf> {
 pub fn create(root: &Path, o: &UpOptions) -> Result<Cluster> {
     check_name(&o.name)?;
     check_size(o.nodes, o.memory_mib)?;
-    crate::artifacts::BuildManifest::read(&o.image_dir)
-        .with_context(|| format!("{} is not a berth image directory", o.image_dir.display()))?;
+    // Its error already says the directory is not a berth image.
+    crate::artifacts::BuildManifest::read(&o.image_dir)?;
     let base = crate::run::resolve(&o.image_dir)?.disk;
     let vde = tool("vde_switch", "vde2")?;
     let qemu_img = tool("qemu-img", "qemu-utils")?;
@@ -1284,6 +1284,29 @@ mod tests {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
         check_name("lab-2").unwrap();
+    }
+
+    /// `berth cluster up -n 1 /etc` said "/etc is not a berth image directory: /etc is not a
+    /// berth image directory (…)": the reason once, and nothing made.
+    #[test]
+    fn regression_an_image_that_is_not_one_is_named_once() {
+        let d = tempfile::tempdir().unwrap();
+        let o = UpOptions {
+            name: "t".into(),
+            nodes: 1,
+            image_dir: d.path().join("img"),
+            memory_mib: 256,
+            cpus: 1,
+            ssh_user: "admin".into(),
+            channel: None,
+        };
+        let e = format!("{:#}", create(d.path(), &o).unwrap_err());
+        assert_eq!(
+            e.matches("is not a berth image directory").count(),
+            1,
+            "{e}"
+        );
+        assert!(!d.path().join("t").exists(), "a cluster directory was made");
     }
 
     #[test]
